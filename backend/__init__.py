@@ -1,0 +1,1 @@
+"""Backend bridges (Kafka, storage sinks, query API); see the backend issue."""

@@ -1,0 +1,1 @@
+"""The runtime: frame pool, transport, envelope, stage base class, topology loader, plugin manager, supervisor."""

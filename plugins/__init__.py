@@ -1,0 +1,1 @@
+"""Hook specifications and the registration of the built-in stages."""

@@ -1,0 +1,1 @@
+"""Templates for `alpr-topo new-plugin`."""

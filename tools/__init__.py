@@ -1,0 +1,1 @@
+"""The alpr-topo command line and benchmarks."""
