@@ -31,23 +31,26 @@ def plugin_manager() -> pluggy.PluginManager:
         from ..plugins import builtin
 
         pm.register(builtin, name="builtin")
-    load_modules([m for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()])
+    _register_modules(pm, os.environ.get(PLUGINS_ENV, "").split(","))
     return pm
 
 
 def load_modules(modules: Iterable[str]) -> None:
     """Import and register plugin modules by dotted name (the topology's ``plugins:`` list)."""
-    pm = plugin_manager()
+    _register_modules(plugin_manager(), modules)
+    stage_types.cache_clear()
+
+
+def _register_modules(pm: pluggy.PluginManager, modules: Iterable[str]) -> None:
     for name in modules:
         name = name.strip()
-        if pm.get_plugin(name) is not None:
+        if not name or pm.get_plugin(name) is not None:
             continue
         try:
             module = importlib.import_module(name)
         except ImportError as exc:
             raise PluginError(f"cannot import plugin module {name!r}: {exc}") from exc
         pm.register(module, name=name)
-    stage_types.cache_clear()
 
 
 @lru_cache(maxsize=None)
