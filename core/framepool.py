@@ -13,7 +13,7 @@ Safety rests on two mechanisms that do not need cross-process locks (a stage kil
   published with; a reader checks it before and after using the frame, so a reader can never act
   on a frame that was overwritten under it (it gets :class:`StaleFrame` and the frame is dropped).
 
-Python's ``resource_tracker`` is told to forget every segment: it would otherwise unlink a
+Python's ``resource_tracker`` never learns about our segments: it would otherwise unlink a
 segment when any attached reader exits, and warn about segments it did not create. Segment names
 start with ``alpr.<run>.<stage>.<pid>.`` so the supervisor can unlink what a killed stage left.
 """
@@ -21,9 +21,12 @@ start with ``alpr.<run>.<stage>.<pid>.`` so the supervisor can unlink what a kil
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from multiprocessing import resource_tracker, shared_memory
+
+import _posixshmem
 
 import numpy as np
 
@@ -37,11 +40,24 @@ class StaleFrame(Exception):
     """The slot was reused (or its pool is gone) before the reader was done with it."""
 
 
-def _forget(shm: shared_memory.SharedMemory) -> None:
-    """Stop Python's resource tracker from unlinking or warning about this segment."""
+def _open(name: str, create: bool, size: int = 0) -> shared_memory.SharedMemory:
+    """Open a segment without Python's resource tracker, which would unlink it when any reader
+    exits, warn about it, and cost every stage an extra tracker process. We clean up ourselves."""
+    if sys.version_info >= (3, 13):
+        return shared_memory.SharedMemory(name=name, create=create, size=size, track=False)
+    register = resource_tracker.register
+    resource_tracker.register = lambda *args, **kwargs: None  # type: ignore[assignment]
     try:
-        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
-    except Exception:
+        return shared_memory.SharedMemory(name=name, create=create, size=size)
+    finally:
+        resource_tracker.register = register  # type: ignore[assignment]
+
+
+def _unlink(shm: shared_memory.SharedMemory) -> None:
+    """Unlink without telling the resource tracker (it never knew the segment)."""
+    try:
+        _posixshmem.shm_unlink(shm._name)  # type: ignore[attr-defined]
+    except FileNotFoundError:
         pass
 
 
@@ -94,8 +110,7 @@ class _Segment:
 
     @classmethod
     def create(cls, name: str, slots: int, slot_bytes: int) -> "_Segment":
-        shm = shared_memory.SharedMemory(name=name, create=True, size=cls.header_bytes(slots) + slots * slot_bytes)
-        _forget(shm)
+        shm = _open(name, create=True, size=cls.header_bytes(slots) + slots * slot_bytes)
         head = np.ndarray((cls.FIXED + slots,), dtype=np.uint64, buffer=shm.buf)
         head[:] = 0
         head[1], head[2] = slots, slot_bytes
@@ -116,10 +131,7 @@ class _Segment:
         except BufferError:
             pass  # a view is still alive in this process; the mapping goes when it does
         if unlink:
-            try:
-                self.shm.unlink()
-            except FileNotFoundError:
-                pass
+            _unlink(self.shm)
 
 
 @dataclass
@@ -334,10 +346,9 @@ class PoolReader:
         seg = self._segments.get(pool)
         if seg is None:
             try:
-                shm = shared_memory.SharedMemory(name=pool, create=False)
+                shm = _open(pool, create=False)
             except FileNotFoundError as exc:
                 raise StaleFrame(f"pool {pool} no longer exists") from exc
-            _forget(shm)
             seg = _Segment(shm)
             self._segments[pool] = seg
         return seg

@@ -3,11 +3,80 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
 import click
 
 from .. import __version__
+
+PACKAGED_TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
+
+
+def resolve_topology(path: str) -> str:
+    """A topology path as given, or a ready one by name (`cpu`, `jetson.yaml`) from the package."""
+    if os.path.exists(path):
+        return path
+    base = os.path.basename(path)
+    for candidate in (PACKAGED_TOPOLOGIES / base, PACKAGED_TOPOLOGIES / f"{base}.yaml"):
+        if candidate.exists():
+            return str(candidate)
+    return path
+
+
+def load_or_exit(path: str):
+    from ..core.topology import TopologyError, load
+
+    try:
+        return load(resolve_topology(path))
+    except TopologyError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(1)
+    except OSError as exc:
+        raise click.ClickException(f"cannot read topology {path}: {exc.strerror}") from exc
+
+
+def pick_run(name: str | None):
+    """The run to talk to: the one named, or the only one that is up."""
+    from ..core.runs import RunDir, live_runs
+
+    if name:
+        run = RunDir(name)
+        if run.live_pid() is None:
+            raise click.ClickException(f"no run named '{name}' is up")
+        return run
+    runs = live_runs()
+    if not runs:
+        raise click.ClickException("no run is up (start one with `alpr-topo up TOPOLOGY`)")
+    if len(runs) > 1:
+        raise click.ClickException(f"several runs are up ({', '.join(r.name for r in runs)}): name one with --name")
+    return runs[0]
+
+
+def request(run, body: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
+    """One request to a supervisor's control API."""
+    import msgpack
+    import zmq
+
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, int(timeout_s * 1000))
+    sock.connect(run.api)
+    try:
+        sock.send(msgpack.packb(body))
+        reply = msgpack.unpackb(sock.recv())
+    except zmq.Again as exc:
+        raise click.ClickException(f"the supervisor of '{run.name}' did not answer within {timeout_s:.0f} s") from exc
+    finally:
+        sock.close()
+    if not reply.get("ok"):
+        raise click.ClickException(reply.get("error", "request failed"))
+    return reply
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,37 +94,209 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("topology", type=click.Path(dir_okay=False))
+@click.argument("topology")
 def validate(topology: str) -> None:
     """Check TOPOLOGY and report every mistake as FILE:LINE: problem, expected."""
-    from ..core.topology import TopologyError, load
-
-    try:
-        topo = load(topology)
-    except TopologyError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        sys.exit(1)
+    topo = load_or_exit(topology)
     replicas = sum(s.replicas for s in topo.stages.values())
     click.echo(f"{topology}: OK, topology '{topo.name}' with {len(topo.stages)} stages ({replicas} processes)")
 
 
 @cli.command()
-@click.argument("topology", type=click.Path(dir_okay=False))
+@click.argument("topology")
 @click.option("--format", "fmt", type=click.Choice(["text", "dot", "mermaid"]), default="text", show_default=True,
               help="text for the terminal, dot for Graphviz, mermaid for Markdown pages")
 def graph(topology: str, fmt: str) -> None:
     """Draw the stage graph of TOPOLOGY."""
-    from ..core.topology import TopologyError, load
     from .graph import render
 
+    click.echo(render(load_or_exit(topology), fmt))
+
+
+@cli.command()
+@click.argument("topology")
+@click.option("--duration", type=float, help="drain and stop after this many seconds (default: run until the sources finish or Ctrl-C)")
+@click.option("-v", "--verbose", is_flag=True, help="show every stage's INFO log lines, not only warnings")
+def up(topology: str, duration: float | None, verbose: bool) -> None:
+    """Start every stage of TOPOLOGY as its own process and supervise them.
+
+    Crashed or hung stages restart with backoff. Ctrl-C (or SIGTERM, or `alpr-topo down`) drains
+    the frames in flight and stops; a second Ctrl-C stops at once. The run ends by itself when
+    every source has finished. Logs: <runtime dir>/<name>/logs/.
+    """
+    from ..core.supervisor import Supervisor
+
+    topo = load_or_exit(topology)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s [supervisor] %(message)s")
+    supervisor = Supervisor(topo, duration=duration, console_level="INFO" if verbose else "WARNING")
     try:
-        topo = load(topology)
-    except TopologyError as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        sys.exit(1)
-    click.echo(render(topo, fmt))
+        supervisor.start()
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    processes = sum(s.replicas for s in topo.stages.values())
+    click.echo(f"alpr-topo: '{topo.name}' is up: {len(topo.stages)} stages, {processes} processes "
+               f"(`alpr-topo status` to watch, Ctrl-C to stop)", err=True)
+    code = supervisor.serve()
+    click.echo(f"alpr-topo: '{topo.name}' stopped", err=True)
+    for stage, counts in supervisor.totals().items():
+        click.echo(f"  {stage:<20} in {counts['frames_in']:>8}  out {counts['frames_out']:>8}  errors {counts['errors']}", err=True)
+    sys.exit(code)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--hard", is_flag=True, help="stop at once instead of draining in-flight frames")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="seconds to wait for the run to end")
+def down(name: str | None, hard: bool, timeout: float) -> None:
+    """Stop a run (the only one that is up, or NAME): drain in-flight frames, then stop."""
+    import psutil
+
+    run = pick_run(name)
+    pid = request(run, {"cmd": "down", "hard": hard})["pid"]
+    try:
+        psutil.Process(pid).wait(timeout)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired as exc:
+        raise click.ClickException(f"'{run.name}' is still stopping after {timeout:.0f} s (pid {pid})") from exc
+    click.echo(f"'{run.name}' stopped")
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+@cli.command()
+@click.option("--name", help="the run to show (default: the only one that is up)")
+@click.option("--json", "as_json", is_flag=True, help="print the full status as JSON")
+def status(name: str | None, as_json: bool) -> None:
+    """Per stage replica: pid, state, frames in/out, fps, queues, p50/p99 latency, restarts, RSS."""
+    reply = request(pick_run(name), {"cmd": "status"})
+    reply.pop("ok", None)
+    if as_json:
+        click.echo(json.dumps(reply, indent=2))
+        return
+    click.echo(f"{reply['name']}  pid {reply['pid']}  up {reply['uptime_s']:.0f} s"
+               + ("  (shutting down)" if reply["shutting_down"] else "") + (f"  (swapping {reply['swap']})" if reply["swap"] else ""))
+    header = f"{'stage':<16}{'pid':>8} {'state':<10}{'in':>9}{'out':>9}{'fps':>8}{'q in':>6}{'q out':>6}{'p50 ms':>8}{'p99 ms':>8}{'restarts':>9}{'rss MB':>8}"
+    click.echo(header)
+    for row in reply["stages"]:
+        label = row["stage"] + (f"[{row['replica']}]" if row["replica"] or any(r["stage"] == row["stage"] and r["replica"] for r in reply["stages"]) else "")
+        click.echo(f"{label:<16}{_fmt(row['pid']):>8} {row['state']:<10}{row['frames_in']:>9}{row['frames_out']:>9}"
+                   f"{_fmt(row['fps_out']):>8}{row['queue_in']:>6}{row['queue_out']:>6}{_fmt(row['latency_p50_ms'], 2):>8}"
+                   f"{_fmt(row['latency_p99_ms'], 2):>8}{row['restarts']:>9}{_fmt(row['rss_mb']):>8}")
+
+
+def parse_settings(settings: tuple[str, ...]) -> dict[str, Any]:
+    """`key=value` pairs into parameters; values are YAML scalars (numbers, booleans, lists)."""
+    import yaml
+
+    params: dict[str, Any] = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected key=value, got {item!r}", param_hint="--set")
+        target = params
+        *parents, leaf = key.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = yaml.safe_load(value) if value else ""
+    return params
+
+
+@cli.command()
+@click.argument("stage")
+@click.option("--type", "type_name", help="switch to another stage type (parameters then start from its defaults)")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="parameter to change (repeatable)")
+@click.option("--name", help="the run (default: the only one that is up)")
+@click.option("--timeout", type=float, default=300.0, show_default=True)
+def swap(stage: str, type_name: str | None, settings: tuple[str, ...], name: str | None, timeout: float) -> None:
+    """Replace STAGE while the graph runs, losing and duplicating no frame.
+
+    Each replica in turn: a new process starts (new code, new type or parameters), sets up and
+    connects while paused; the old one stops taking frames, finishes what it holds and exits;
+    then the new one takes over.
+    """
+    started = time.monotonic()
+    reply = request(pick_run(name), {"cmd": "swap", "stage": stage, "type": type_name, "params": parse_settings(settings)},
+                    timeout_s=timeout)
+    click.echo(f"swapped '{stage}' to {reply['type']} {json.dumps(reply['params'])} in {time.monotonic() - started:.1f} s")
+
+
+@cli.command()
+@click.argument("stage")
+@click.option("--name", help="the run (default: the only one that is up)")
+def restart(stage: str, name: str | None) -> None:
+    """Kill and restart every replica of STAGE (for a wedged stage; frames it held are lost)."""
+    request(pick_run(name), {"cmd": "restart", "stage": stage})
+    click.echo(f"restarting '{stage}'")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="print types and parameter schemas as JSON")
+def plugins(as_json: bool) -> None:
+    """List every stage type with its parameters and the plugin that provides it."""
+    from ..core.plugins import plugin_of, stage_types
+
+    described = [{**cls.describe(), "plugin": plugin_of(name)} for name, cls in stage_types().items()]
+    if as_json:
+        click.echo(json.dumps(described, indent=2))
+        return
+    for info in described:
+        kind = "source" if info["source"] else "stage"
+        click.echo(f"{info['type']}  ({kind}, plugin {info['plugin']}){'  ordered per camera' if info['ordered'] else ''}")
+        if info["summary"]:
+            click.echo(f"    {info['summary']}")
+        for pname, schema in info["params"].items():
+            required = pname in info["required"]
+            default = "required" if required else f"default {json.dumps(schema.get('default'))}"
+            ptype = schema.get("type") or "/".join(a.get("type", "?") for a in schema.get("anyOf", [])) or "any"
+            click.echo(f"    {pname}: {ptype}, {default}" + (f" - {schema['description']}" if schema.get("description") else ""))
+
+
+@cli.command("new-plugin")
+@click.argument("name")
+@click.option("--dest", type=click.Path(file_okay=False), default=".", show_default=True, help="folder to create the package in")
+@click.option("--force", is_flag=True, help="overwrite an existing folder")
+def new_plugin(name: str, dest: str, force: bool) -> None:
+    """Write a ready plugin package NAME (stage, tests, example topology, entry point)."""
+    from .newplugin import write_plugin
+
+    try:
+        path = write_plugin(name, dest, force=force)
+    except (ValueError, FileExistsError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {path}\nnext:\n  pip install -e {path}\n  python -m pytest {path}/tests\n  alpr-topo plugins")
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks; each prints a JSON object with --json."""
+
+
+@bench.command("transport")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+@click.option("--frames", type=int, default=300, show_default=True, help="frames per method and size")
+@click.option("--size", "sizes", multiple=True, default=["1920x1080"], show_default=True, metavar="WxH",
+              help="frame size, 3 channels (repeatable)")
+def bench_transport(as_json: bool, frames: int, sizes: tuple[str, ...]) -> None:
+    """Per-hop latency and throughput: shared memory + ZeroMQ vs pickle over ZeroMQ vs multiprocessing.Queue."""
+    from . import bench_transport as bt
+
+    shapes = []
+    for size in sizes:
+        try:
+            w, h = (int(v) for v in size.lower().split("x"))
+        except ValueError as exc:
+            raise click.BadParameter(f"expected WxH such as 1920x1080, got {size!r}", param_hint="--size") from exc
+        shapes.append((h, w, 3))
+    result = bt.run(sizes=shapes, frames=frames, progress=lambda msg: click.echo(msg, err=True))
+    click.echo(json.dumps(result, indent=2) if as_json else bt.main_text(result))
 
 
 def main() -> None:
