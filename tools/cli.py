@@ -265,13 +265,13 @@ def plugins(as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="overwrite an existing folder")
 def new_plugin(name: str, dest: str, force: bool) -> None:
     """Write a ready plugin package NAME (stage, tests, example topology, entry point)."""
-    from .newplugin import write_plugin
+    from .newplugin import next_steps, write_plugin
 
     try:
         path = write_plugin(name, dest, force=force)
     except (ValueError, FileExistsError) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"wrote {path}\nnext:\n  pip install -e {path}\n  python -m pytest {path}/tests\n  alpr-topo plugins")
+    click.echo(next_steps(path))
 
 
 @cli.group()
