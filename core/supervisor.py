@@ -221,6 +221,11 @@ class Supervisor:
         }
         inputs = [self.endpoint_of(u, r, p) for u in decl.inputs for r in range(topo.stages[u].replicas) for p in (0, 1)]
         upstream_processes = sum(topo.stages[u].replicas for u in decl.inputs)
+        # Frames of one camera can overtake each other by at most what all upstream stages hold
+        # (credits plus output queue per process); a reorder window that size only gives up on
+        # real gaps (dropped frames), and then after at most max_wait_s.
+        in_flight = sum(topo.stages[a].replicas * (topo.transport.window + topo.transport.queue_limit + 1)
+                        for a in topo.ancestors(stage))
         return {
             "run": topo.name,
             "rundir": str(self.run.path),
@@ -235,7 +240,7 @@ class Supervisor:
             "bind": self.endpoint_of(stage, replica, parity, bind=True) if outputs else None,
             "outputs": outputs,
             "paths": topo.paths(stage),
-            "reorder": bool(cls.ordered and upstream_processes > 1),
+            "reorder": {"window": in_flight, "max_wait_s": 0.5} if cls.ordered and upstream_processes > 1 else None,
             "window": topo.transport.window,
             "queue_limit": topo.transport.queue_limit,
             "pool": topo.frame_pool,

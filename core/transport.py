@@ -118,6 +118,19 @@ class OutputPort:
     def pending(self) -> int:
         return sum(len(q) for q in self.queues.values())
 
+    def connected(self) -> bool:
+        """Every downstream group has a worker (every replica, for keyed groups) to send to.
+
+        A stage takes no input before this, so frames never wait in a stage for a downstream
+        replica that is still starting (which would also break per-camera order).
+        """
+        for group, spec in self.groups.items():
+            replicas = {p.replica for p in self.peers.values() if p.group == group and not p.leaving}
+            needed = set(range(spec.replicas)) if spec.keyed else {next(iter(replicas), -1)}
+            if not replicas or not needed <= replicas:
+                return False
+        return True
+
     def put(self, env: Envelope) -> None:
         """Queue one envelope for every downstream group (the same object, encoded once)."""
         item = _Item(env)
@@ -170,27 +183,37 @@ class OutputPort:
     def dispatch(self) -> None:
         for group, queue in self.queues.items():
             spec = self.groups[group]
+            if spec.keyed and spec.replicas > 1:
+                self._dispatch_keyed(group, spec, queue)
+                continue
             while queue:
-                peer = self._pick(group, spec, queue[0].env)
-                if peer is None:
+                candidates = [p for p in self.peers.values() if p.group == group and p.credit > 0]
+                if not candidates:
                     break
-                item = queue[0]
-                if not self._send_item(peer, spec, item):
+                peer = max(candidates, key=lambda p: p.credit)  # the least busy replica
+                if not self._send_item(peer, spec, queue[0]):
                     self.peers.pop(peer.identity, None)  # peer vanished: try another
                     continue
                 queue.popleft()
-                peer.sent += 1
-                self.sent[group] += 1
+                self._count(peer, group)
 
-    def _pick(self, group: str, spec: GroupSpec, env: Envelope) -> _Peer | None:
-        candidates = [p for p in self.peers.values() if p.group == group and p.credit > 0]
-        if not candidates:
-            return None
-        if spec.keyed and spec.replicas > 1:
-            want = zlib.crc32(env.camera_id.encode()) % spec.replicas
-            candidates = [p for p in candidates if p.replica == want]
-            return candidates[0] if candidates else None
-        return max(candidates, key=lambda p: p.credit)
+    def _dispatch_keyed(self, group: str, spec: GroupSpec, queue: deque[_Item]) -> None:
+        """Each camera goes to one replica. Items for a replica without credit stay queued but do
+        not block other replicas' items behind them; one replica's items keep their order."""
+        by_replica = {p.replica: p for p in self.peers.values() if p.group == group and not p.leaving}
+        kept: deque[_Item] = deque()
+        while queue:
+            item = queue.popleft()
+            peer = by_replica.get(zlib.crc32(item.env.camera_id.encode()) % spec.replicas)
+            if peer is None or peer.credit <= 0 or not self._send_item(peer, spec, item):
+                kept.append(item)
+                continue
+            self._count(peer, group)
+        queue.extend(kept)
+
+    def _count(self, peer: _Peer, group: str) -> None:
+        peer.sent += 1
+        self.sent[group] += 1
 
     def _send_item(self, peer: _Peer, spec: GroupSpec, item: _Item) -> bool:
         env = item.env

@@ -126,11 +126,11 @@ class Worker:
         if spec.get("inputs"):
             self.input = InputPort(
                 self.zctx, spec["inputs"], spec["instance"], self.name, int(spec["replica"]),
-                spec.get("host", ""), window=int(spec.get("window", 4)), paused=bool(spec.get("paused")),
+                spec.get("host", ""), window=int(spec.get("window", 4)), paused=True,  # see _open_input
             )
             for sock in self.input.sockets:
                 self.poller.register(sock, zmq.POLLIN)
-        self.reorder: Reorderer | None = Reorderer() if spec.get("reorder") else None
+        self.reorder: Reorderer | None = Reorderer(**spec["reorder"]) if spec.get("reorder") else None
 
         load_modules(spec.get("plugins", []))
         cls = stage_types()[spec["type"]]
@@ -184,6 +184,7 @@ class Worker:
                 if self.stop_requested:
                     break
                 self._flush_remote_releases()
+                self._open_input()
                 if self.reorder is not None:
                     self.inbound.extend(self.reorder.poll())
                 self._work()
@@ -210,11 +211,17 @@ class Worker:
             self._on_releases()
         elif self.input is not None:
             for env, token in self.input.receive(sock):
-                if self.reorder is not None:
-                    for item in self.reorder.push(env.camera_id, env.frame_id, (env, token)):
-                        self.inbound.append(item)
-                else:
+                if self.reorder is None:
                     self.inbound.append((env, token))
+                    continue
+                released = self.reorder.push(env.camera_id, env.frame_id, (env, token))
+                if not any(item[0] is env for item in released):
+                    # Held for order: credit it now, or this stage could starve itself waiting for
+                    # the frame the withheld credit would have brought. The buffer is bounded by
+                    # the reorder window, so backpressure still holds.
+                    self.input.credit(token)
+                    self.reorder.replace(env.camera_id, env.frame_id, (env, None))
+                self.inbound.extend(released)
 
     def _on_control(self) -> None:
         while True:
@@ -225,8 +232,6 @@ class Worker:
             kind = msg.get("t")
             if kind == "resume" and self.state == "paused":
                 self.state = "running"
-                if self.input is not None:
-                    self.input.resume()
             elif kind == "drain" and self.state != "draining":
                 self.log.info("draining")
                 self.state = "draining"
@@ -244,6 +249,12 @@ class Worker:
             except zmq.Again:
                 return
             self.ctx._pool.release(pool, slot, generation, count)
+
+    def _open_input(self) -> None:
+        """Grant credits upstream once running and every downstream group is connected."""
+        if self.input is not None and self.input.paused and self.state == "running":
+            if self.output is None or self.output.connected():
+                self.input.resume()
 
     def _room(self) -> bool:
         return self.output is None or self.output.has_room()
@@ -377,6 +388,7 @@ class Worker:
             "finished": bool(isinstance(self.stage, Source) and self.stage.finished),
             "pool": None if pool is None else {**vars(pool.stats), "in_use": pool.in_use(), "slots": pool.slots},
             "counters": dict(self.ctx.counters),
+            "reorder_late": self.reorder.late if self.reorder else 0,
         }
 
     def _heartbeat(self) -> None:

@@ -134,6 +134,7 @@ class JsonlSink(Stage):
             "captured_at": env.captured_at,
             "latency_ms": env.latency_ms(),
             "stages": [s[0] for s in env.stamps],
+            "stamps": env.stamps,
             "detections": env.detections,
             "tracks": env.tracks,
             "plates": env.plates,

@@ -150,17 +150,23 @@ def up(topology: str, duration: float | None, verbose: bool) -> None:
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="seconds to wait for the run to end")
 def down(name: str | None, hard: bool, timeout: float) -> None:
     """Stop a run (the only one that is up, or NAME): drain in-flight frames, then stop."""
-    import psutil
-
     run = pick_run(name)
     pid = request(run, {"cmd": "down", "hard": hard})["pid"]
-    try:
-        psutil.Process(pid).wait(timeout)
-    except psutil.NoSuchProcess:
-        pass
-    except psutil.TimeoutExpired as exc:
-        raise click.ClickException(f"'{run.name}' is still stopping after {timeout:.0f} s (pid {pid})") from exc
+    deadline = time.monotonic() + timeout
+    while _alive(pid):  # not psutil.wait: a zombie whose parent has not reaped it counts as stopped
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"'{run.name}' is still stopping after {timeout:.0f} s (pid {pid})")
+        time.sleep(0.1)
     click.echo(f"'{run.name}' stopped")
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _fmt(value: Any, digits: int = 1) -> str:

@@ -1,0 +1,84 @@
+"""Stage types used only by the runtime tests, loaded through a topology's `plugins:` list."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from pydantic import Field
+
+from alpr_topo.core.envelope import Envelope
+from alpr_topo.core.stage import Stage, StageParams
+from alpr_topo.plugins.hookspecs import hookimpl
+
+
+class FaultParams(StageParams):
+    crash_on: int = Field(-1, description="exit the process (code 3) on this frame id; -1 = never")
+    hang_on: int = Field(-1, description="sleep forever on this frame id; -1 = never")
+    crash_always: bool = False
+    marker: str = Field("", description="file whose existence arms crash_on/hang_on (so a restart does not repeat it)")
+
+
+class Fault(Stage):
+    """Passes frames on, and crashes or hangs on request."""
+
+    type_name = "test.fault"
+    Params = FaultParams
+
+    def setup(self) -> None:
+        if self.params.crash_always:
+            raise SystemExit(3)
+
+    def _armed(self) -> bool:
+        if not self.params.marker:
+            return True
+        if os.path.exists(self.params.marker):
+            os.unlink(self.params.marker)
+            return True
+        return False
+
+    def process(self, env: Envelope) -> Envelope:
+        if env.frame_id == self.params.crash_on and self._armed():
+            os._exit(3)
+        if env.frame_id == self.params.hang_on and self._armed():
+            while True:
+                time.sleep(1)
+        return env
+
+
+class TaggerParams(StageParams):
+    tag: str = "tagged"
+
+
+class Tagger(Stage):
+    """Another plugin to swap in: writes its tag into the envelope."""
+
+    type_name = "test.tagger"
+    Params = TaggerParams
+
+    def process(self, env: Envelope) -> Envelope:
+        env.meta["tag"] = self.params.tag
+        env.meta.setdefault("passed", []).append(self.ctx.instance)
+        return env
+
+
+class OrderCheck(Stage):
+    """Ordered per camera: records whether frame ids of a camera ever went backwards."""
+
+    type_name = "test.order_check"
+    ordered = True
+
+    def setup(self) -> None:
+        self.last: dict[str, int] = {}
+
+    def process(self, env: Envelope) -> Envelope:
+        previous = self.last.get(env.camera_id, -1)
+        env.meta["in_order"] = env.frame_id > previous
+        env.meta["replica"] = self.ctx.replica
+        self.last[env.camera_id] = env.frame_id
+        return env
+
+
+@hookimpl
+def alpr_topo_stage_types() -> list[type[Stage]]:
+    return [Fault, Tagger, OrderCheck]
