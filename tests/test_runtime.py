@@ -172,7 +172,7 @@ def test_restart_budget_stops_a_stage_that_keeps_crashing(start_run) -> None:
 
 
 def test_hot_swap_five_times_loses_and_duplicates_nothing(start_run, tmp_path: Path) -> None:
-    count = 1200
+    count = 3600  # 24 s at 150 fps: room for six swaps, each a few seconds with the CLI's start-up
     run = start_run(chain("swap", "    type: transform.passthrough\n    params: {check_stamps: true}", count=count, fps=150))
     run.wait_for(lambda: run.stage_rows("out")[0]["frames_in"] > 30, what="frames flowing")
     steps = [

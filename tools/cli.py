@@ -37,8 +37,6 @@ def load_or_exit(path: str):
         for problem in exc.problems:
             click.echo(str(problem), err=True)
         sys.exit(1)
-    except OSError as exc:
-        raise click.ClickException(f"cannot read topology {path}: {exc.strerror}") from exc
 
 
 def pick_run(name: str | None):
@@ -228,9 +226,9 @@ def swap(stage: str, type_name: str | None, settings: tuple[str, ...], name: str
     connects while paused; the old one stops taking frames, finishes what it holds and exits;
     then the new one takes over.
     """
+    params = parse_settings(settings)  # a typo is reported before anything is asked of the run
     started = time.monotonic()
-    reply = request(pick_run(name), {"cmd": "swap", "stage": stage, "type": type_name, "params": parse_settings(settings)},
-                    timeout_s=timeout)
+    reply = request(pick_run(name), {"cmd": "swap", "stage": stage, "type": type_name, "params": params}, timeout_s=timeout)
     click.echo(f"swapped '{stage}' to {reply['type']} {json.dumps(reply['params'])} in {time.monotonic() - started:.1f} s")
 
 

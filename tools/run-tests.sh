@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests need into .venv, then runs the whole suite.
+# CI calls it through .ci/run. Extra arguments go to pytest (e.g. -k swap, -x).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv" >&2
+  "$python" -m venv .venv
+fi
+echo "== installing alpr-topo with its test extras" >&2
+.venv/bin/python -m pip install --quiet --upgrade pip "setuptools>=68" wheel
+.venv/bin/python -m pip install --quiet -e ".[test]"
+echo "== running the tests" >&2
+exec .venv/bin/python -m pytest -ra "$@"
