@@ -261,3 +261,16 @@ stages:
     assert_exactly_once(records, 200)
     assert all("frame_shape" not in r for r in records)  # inline frames on the server side, no shm refs
     assert shm_segments("alpr.tcp.") == []
+
+
+def test_live_source_drops_when_consumers_fall_behind_and_counts_it(start_run, tmp_path: Path) -> None:
+    run = start_run(chain("live", "    type: transform.passthrough\n    params: {delay_ms: 20, check_stamps: true}",
+                          count=0, fps=200, extra="frame_pool: {when_full: drop, slots: 4}"))
+    run.wait_for(lambda: (run.stage_rows("cam")[0]["pool"] or {}).get("dropped_full", 0) > 20, what="drops counted")
+    run.cli("down")
+    assert run.wait() == 0
+    records = read_jsonl(tmp_path / "out/frames.jsonl")
+    ids = [r["frame_id"] for r in records]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert ids[-1] + 1 > len(ids)  # frames were skipped, not delayed
+    assert all(r["stamp"] == r["frame_id"] for r in records)  # and no slot was overwritten under a reader
