@@ -210,7 +210,16 @@ def test_swap_rejects_bad_requests_and_keeps_running(start_run) -> None:
     assert "no stage named 'nosuch'" in result.stderr
     result = run.cli("swap", "work", "--type", "source.test_pattern", check=False)
     assert "one is a source or ordered" in result.stderr
-    assert run.stage_rows("work")[0]["pid"] == pid
+    result = run.cli("swap", "work", "--type", "test.fault", "--set", "crash_always=true", check=False)
+    assert result.returncode == 1 and "the new instance of 'work' failed to start (exit code 3)" in result.stderr
+    assert run.stage_rows("work")[0]["pid"] == pid  # the old instance never stopped
+    assert run.stage_rows("work")[0]["type"] == "transform.passthrough"
+    frames = run.stage_rows("out")[0]["frames_in"]
+    run.wait_for(lambda: run.stage_rows("out")[0]["frames_in"] > frames + 10, what="frames still flowing")
+    run.cli("restart", "work")
+    run.wait_for(lambda: run.stage_rows("work")[0]["pid"] not in (None, pid) and run.stage_rows("work")[0]["state"] == "running",
+                 what="the restarted stage")
+    assert run.stage_rows("work")[0]["restarts"] == 1
 
 
 def test_sigterm_drains_in_flight_frames(start_run, tmp_path: Path) -> None:
