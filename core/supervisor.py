@@ -101,10 +101,7 @@ class Supervisor:
         self.hard_stop = False
         self.exit_code = 0
         self.swap: SwapJob | None = None
-        self.pending_replies: list[tuple[bytes, dict[str, Any]]] = []
-        self.down_waiters: list[bytes] = []
         self.started = time.monotonic()
-        self.sources_done = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 

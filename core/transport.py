@@ -41,6 +41,11 @@ PEER_TIMEOUT_S = 3.0
 DATA, CREDIT, WELCOME, BYE, BYE_ACK = b"D", b"C", b"W", b"B", b"A"
 
 
+def readable(sock: zmq.Socket) -> bool:
+    """Cheap check before a non-blocking receive: a receive that raises zmq.Again costs ~50 µs."""
+    return bool(sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+
+
 def endpoint(base: str, stage: str, replica: int, parity: int, tcp_port: int | None = None) -> str:
     """The output endpoint of one stage instance: ipc path in ``base``, or tcp host:port."""
     if tcp_port is not None:
@@ -142,7 +147,7 @@ class OutputPort:
 
     def handle(self) -> None:
         """Read every waiting control message from workers, then send what credits allow."""
-        while True:
+        while readable(self.sock):
             try:
                 identity, kind, body = self.sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -237,8 +242,8 @@ class OutputPort:
         return True
 
     def _send(self, identity: bytes, parts: Iterable[Any]) -> bool:
-        try:
-            self.sock.send_multipart([identity, *parts], flags=zmq.NOBLOCK, copy=False)
+        try:  # copy=True: for small parts pyzmq's zero-copy Frame objects cost more than the copy
+            self.sock.send_multipart([identity, *parts], flags=zmq.NOBLOCK)
             return True
         except zmq.ZMQError:  # EHOSTUNREACH: the peer is gone; EAGAIN: its pipe is full
             return False
@@ -304,7 +309,7 @@ class InputPort:
         index = next(i for i, link in enumerate(self.links) if link.sock is sock)
         link = self.links[index]
         got: list[tuple[Envelope, tuple[int, int]]] = []
-        while True:
+        while readable(sock):
             try:
                 parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:

@@ -27,7 +27,7 @@ from .framepool import FramePool, PoolReader, StaleFrame, segment_prefix
 from .plugins import load_modules, plugin_manager, stage_types
 from .reorder import Reorderer
 from .stage import Source, Stage
-from .transport import GroupSpec, InputPort, OutputPort
+from .transport import GroupSpec, InputPort, OutputPort, readable
 
 HEARTBEAT_S = 0.5
 
@@ -224,7 +224,7 @@ class Worker:
                 self.inbound.extend(released)
 
     def _on_control(self) -> None:
-        while True:
+        while readable(self.control):
             try:
                 msg = msgpack.unpackb(self.control.recv(zmq.NOBLOCK))
             except zmq.Again:
@@ -243,7 +243,7 @@ class Worker:
 
     def _on_releases(self) -> None:
         assert self.release_sock is not None and self.ctx._pool is not None
-        while True:
+        while readable(self.release_sock):
             try:
                 pool, slot, generation, count = msgpack.unpackb(self.release_sock.recv(zmq.NOBLOCK))
             except zmq.Again:

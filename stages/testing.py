@@ -150,3 +150,5 @@ class JsonlSink(Stage):
 
     def teardown(self) -> None:
         self.fh.close()
+
+STAGE_TYPES = [TestPattern, Passthrough, NullSink, JsonlSink]
