@@ -78,7 +78,8 @@ class Envelope:
     def derive(self, **changes: Any) -> "Envelope":
         """A copy that shares the frame reference: for stages that emit a new envelope per input."""
         values = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        values["stamps"] = list(self.stamps)
+        for name in ("detections", "tracks", "plates", "stamps"):
+            values[name] = list(getattr(self, name))
         values["meta"] = dict(self.meta)
         values["unknown"] = dict(self.unknown)
         values.update(changes)
@@ -117,6 +118,13 @@ def encode(env: Envelope) -> list[Any]:
 
 def decode(parts: list[Any]) -> Envelope:
     """Inverse of :func:`encode`; raises ``ValueError`` on anything that is not an envelope."""
+    try:
+        return _decode(parts)
+    except (IndexError, TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"malformed envelope: {exc!r}") from exc
+
+
+def _decode(parts: list[Any]) -> Envelope:
     header = parts[0]
     raw = header.buffer if hasattr(header, "buffer") else header
     try:

@@ -134,13 +134,23 @@ class _Segment:
         return np.ndarray(shape, dtype=dtype, buffer=self.shm.buf[start : start + nbytes])
 
     def close(self, unlink: bool) -> None:
+        """Let go of the mapping without unmapping it under live numpy views.
+
+        ``SharedMemory.close()`` would unmap at once: numpy arrays made over the buffer keep the
+        mmap object, not a buffer export, so touching one afterwards would crash the process.
+        Dropping our references instead unmaps when the last array is freed.
+        """
         self.generations = None  # type: ignore[assignment]
-        try:
-            self.shm.close()
-        except BufferError:
-            pass  # a view is still alive in this process; the mapping goes when it does
+        shm = self.shm
+        if shm._buf is not None:  # type: ignore[attr-defined]
+            shm._buf.release()  # type: ignore[attr-defined]
+            shm._buf = None  # type: ignore[attr-defined]
+        shm._mmap = None  # type: ignore[attr-defined]
+        if shm._fd >= 0:  # type: ignore[attr-defined]
+            os.close(shm._fd)  # type: ignore[attr-defined]
+            shm._fd = -1  # type: ignore[attr-defined]
         if unlink:
-            _unlink(self.shm)
+            _unlink(shm)
 
 
 @dataclass
@@ -265,9 +275,15 @@ class FramePool:
 
     def expire(self) -> None:
         """Reclaim slots whose lease outlived ``lease_timeout_s`` (a consumer crashed or hung)."""
+        now = time.monotonic()
+        for pool, leases in list(self._retired_leases.items()):
+            for slot, lease in list(leases.items()):
+                if now - lease.since > self.lease_timeout_s and all(t.done for t in lease.tracked):
+                    del leases[slot]
+                    self.stats.reclaimed += 1
+            self._drop_retired_if_idle(pool)
         if not self._leases:
             return
-        now = time.monotonic()
         for slot, lease in list(self._leases.items()):
             if now - lease.since > self.lease_timeout_s and self._segment is not None:
                 if any(not t.done for t in lease.tracked):

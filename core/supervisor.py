@@ -54,6 +54,16 @@ class Instance:
     fps_out: float = 0.0
     expected_exit: bool = False
     drain_since: float = 0.0
+    ps: psutil.Process | None = None  # kept so cpu_percent measures since the previous call
+
+    def usage(self) -> tuple[float | None, float | None]:
+        """(RSS in MiB, CPU percent since the last call) of the worker process."""
+        try:
+            if self.ps is None:
+                self.ps = psutil.Process(self.pid)
+            return round(self.ps.memory_info().rss / 2**20, 1), self.ps.cpu_percent(None)
+        except psutil.Error:
+            return None, None
 
     @property
     def pid(self) -> int:
@@ -102,6 +112,7 @@ class Supervisor:
         self.exit_code = 0
         self.swap: SwapJob | None = None
         self.started = time.monotonic()
+        self.flowing_since: float | None = None  # when every stage first ran: --duration counts from here
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -141,7 +152,11 @@ class Supervisor:
                 if self.swap is not None:
                     self._advance_swap()
                 if not self.shutting_down:
-                    if self.duration is not None and time.monotonic() - self.started >= self.duration:
+                    if self.flowing_since is None and all(s.current and s.current.state == "running" for s in self.slots.values()):
+                        self.flowing_since = time.monotonic()
+                        log.info("every stage is up after %.1f s", self.flowing_since - self.started)
+                    if (self.duration is not None and self.flowing_since is not None
+                            and time.monotonic() - self.flowing_since >= self.duration):
                         log.warning("duration of %.0f s reached: draining", self.duration)
                         self.shutdown()
                     elif self._sources_finished():
@@ -322,12 +337,11 @@ class Supervisor:
         del self.instances[inst.instance]
         self.finished[inst.instance] = inst
         removed = unlink_segments(segment_prefix(self.topo.name, inst.stage, inst.pid))
-        clean = inst.expected_exit and code == 0
-        inst.state = "stopped" if clean else "crashed"
-        if removed and not clean:
+        inst.state = "stopped" if inst.expected_exit else "crashed"
+        if removed and code != 0:
             log.info("removed %d shared-memory segment(s) left by %s", len(removed), inst.instance)
         slot = self.slots[(inst.stage, inst.replica)]
-        if clean or self.hard_stop:
+        if inst.expected_exit or self.hard_stop:  # asked to stop (drain, restart, swap): not a crash
             if slot.current is inst:
                 slot.current = None
             return
@@ -343,6 +357,9 @@ class Supervisor:
         self._schedule_restart(inst.stage, inst.replica)
 
     def _schedule_restart(self, stage: str, replica: int) -> None:
+        if self.shutting_down:
+            log.warning("not restarting '%s' replica %d: the run is stopping", stage, replica)
+            return
         slot = self.slots[(stage, replica)]
         now = time.monotonic()
         window = self.cfg["restart_window_s"]
@@ -554,14 +571,7 @@ class Supervisor:
                 candidates = [i for i in self.instances.values() if i.stage == stage and i.replica == replica]
                 inst = candidates[-1] if candidates else None
             stats = inst.stats if inst else {}
-            rss = cpu = None
-            if inst is not None:
-                try:
-                    p = psutil.Process(inst.pid)
-                    rss = round(p.memory_info().rss / 2**20, 1)
-                    cpu = p.cpu_percent(None)
-                except psutil.Error:
-                    pass
+            rss, cpu = inst.usage() if inst else (None, None)
             rows.append({
                 "stage": stage,
                 "replica": replica,
@@ -584,6 +594,7 @@ class Supervisor:
                 "restarts": slot.restarts,
                 "rss_mb": rss,
                 "cpu_percent": cpu,
+                "reorder_late": stats.get("reorder_late", 0),
                 "pool": stats.get("pool"),
                 "counters": stats.get("counters", {}),
             })

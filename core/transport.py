@@ -158,7 +158,12 @@ class OutputPort:
         self.dispatch()
 
     def _on_message(self, identity: bytes, kind: bytes, body: bytes) -> None:
-        info = msgpack.unpackb(body) if body else {}
+        try:
+            info = msgpack.unpackb(body) if body else {}
+            replica = int(info.get("replica", 0))
+            window_end = int(info.get("window_end", 0))
+        except Exception:  # not one of our workers (any tcp peer can connect): ignore it
+            return
         peer = self.peers.get(identity)
         if peer is None:
             if kind == BYE:  # a worker leaving a link it never completed
@@ -167,13 +172,13 @@ class OutputPort:
             group = info.get("group")
             if group not in self.groups:
                 return  # a worker of a stage we do not feed (stale endpoint reuse): ignore
-            peer = _Peer(identity, group, int(info.get("replica", 0)), str(info.get("host", "")))
+            peer = _Peer(identity, group, replica, str(info.get("host", "")))
             if self._send(identity, [WELCOME, msgpack.packb({"instance": self.instance})]):
                 self.peers[identity] = peer
             return
         peer.last_seen = time.monotonic()
         if kind == CREDIT:
-            peer.window_end = max(peer.window_end, int(info.get("window_end", 0)))
+            peer.window_end = max(peer.window_end, window_end)
         elif kind == BYE:
             peer.leaving = True
             self._send(identity, [BYE_ACK])
@@ -393,7 +398,7 @@ class InputPort:
 
         A live upstream answers within milliseconds; one silent for ``dead_after_s`` is gone.
         """
-        if time.monotonic() - self._left_at > dead_after_s:
+        if self.leaving and time.monotonic() - self._left_at > dead_after_s:
             return True
         return all(link.bye_acked or not link.upstream for link in self.links)
 

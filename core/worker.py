@@ -119,7 +119,7 @@ class Worker:
                 self.zctx, spec["bind"], spec["instance"], spec.get("host", ""), groups,
                 queue_limit=int(spec.get("queue_limit", 32)),
                 frame_source=lambda ref: memoryview(self.reader.view(ref)).cast("B"),
-                on_remote_sent=lambda ref, n, tracker: self.remote_pending.append((tracker, ref, n)),
+                on_remote_sent=self._on_remote_sent,
             )
             self.poller.register(self.output.sock, zmq.POLLIN)
         self.input: InputPort | None = None
@@ -337,6 +337,13 @@ class Worker:
         else:
             self.releaser.release(ref, count)
 
+    def _on_remote_sent(self, ref: FrameRef, count: int, tracker: Any) -> None:
+        """A frame's bytes went to another host zero-copy: release it once the send is done."""
+        self.remote_pending.append((tracker, ref, count))
+        pool = self.ctx._pool
+        if pool is not None and ref.pool == pool.name:
+            pool.hold_until_sent(ref, tracker)  # lease expiry must not reuse a slot still being sent
+
     def _flush_remote_releases(self) -> None:
         if not self.remote_pending:
             return
@@ -437,9 +444,13 @@ def main(argv: list[str] | None = None) -> int:
         spec = json.load(fh)
     configure_logging(spec)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
-    worker = Worker(spec)
-    signal.signal(signal.SIGTERM, lambda *_: setattr(worker, "stop_requested", True))
-    return worker.run()
+    try:
+        worker = Worker(spec)
+        signal.signal(signal.SIGTERM, lambda *_: setattr(worker, "stop_requested", True))
+        return worker.run()
+    except Exception:
+        logging.getLogger(f"alpr_topo.{spec['stage']}").exception("stage failed")  # into its log file too
+        return 1
 
 
 if __name__ == "__main__":

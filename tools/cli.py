@@ -52,7 +52,8 @@ def pick_run(name: str | None):
     if not runs:
         raise click.ClickException("no run is up (start one with `alpr-topo up TOPOLOGY`)")
     if len(runs) > 1:
-        raise click.ClickException(f"several runs are up ({', '.join(r.name for r in runs)}): name one with --name")
+        raise click.ClickException(f"several runs are up ({', '.join(r.name for r in runs)}): say which one "
+                                   "(`--name NAME`, or `alpr-topo down NAME`)")
     return runs[0]
 
 
