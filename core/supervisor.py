@@ -94,14 +94,26 @@ class SwapJob:
 
 
 class Supervisor:
-    def __init__(self, topology: Topology, duration: float | None = None, console_level: str = "WARNING") -> None:
+    """Runs the stages of a topology, or with ``host`` only those placed on that host.
+
+    With a host, the run is called ``<name>-<host>`` (its folder, control sockets and segment
+    names), so one supervisor per host can run the same topology; the tcp transport links them.
+    """
+
+    def __init__(self, topology: Topology, duration: float | None = None, console_level: str = "WARNING",
+                 host: str | None = None) -> None:
+        if host is not None and host not in topology.hosts:
+            known = ", ".join(topology.hosts) or "none: the topology has no hosts section"
+            raise ValueError(f"unknown host '{host}' (hosts of {topology.path}: {known})")
         self.topo = topology
-        self.run = RunDir(topology.name)
+        self.run_id = topology.name if host is None else f"{topology.name}-{host}"
+        self.run = RunDir(self.run_id)
         self.duration = duration
         self.console_level = console_level
         self.cfg = topology.supervisor
         self.slots: dict[tuple[str, int], ReplicaSlot] = {
             (name, r): ReplicaSlot() for name, decl in topology.stages.items() for r in range(decl.replicas)
+            if host is None or decl.host == host
         }
         self.instances: dict[str, Instance] = {}  # every live instance, by id
         self.finished: dict[str, Instance] = {}  # exited instances (for final counters)
@@ -120,11 +132,11 @@ class Supervisor:
         pid = self.run.live_pid()
         if pid is not None:
             raise RuntimeError(
-                f"a run named '{self.topo.name}' is already up (supervisor pid {pid}); "
-                f"stop it with `alpr-topo down {self.topo.name}` or rename this topology"
+                f"a run named '{self.run_id}' is already up (supervisor pid {pid}); "
+                f"stop it with `alpr-topo down {self.run_id}` or rename this topology"
             )
-        unlink_segments(f"alpr.{self.topo.name}.")  # what a killed supervisor's run may have left
-        self.run.prepare({"pid": os.getpid(), "name": self.topo.name, "topology": os.path.abspath(self.topo.path),
+        unlink_segments(f"alpr.{self.run_id}.")  # what a killed supervisor's run may have left
+        self.run.prepare({"pid": os.getpid(), "name": self.run_id, "topology": os.path.abspath(self.topo.path),
                           "started": time.time()})
         self.control = self.zctx.socket(zmq.ROUTER)
         self.control.bind(self.run.control)
@@ -193,8 +205,8 @@ class Supervisor:
                 inst.proc.wait(5)
             except Exception:
                 pass
-            unlink_segments(segment_prefix(self.topo.name, inst.stage, inst.pid))
-        unlink_segments(f"alpr.{self.topo.name}.")
+            unlink_segments(segment_prefix(self.run_id, inst.stage, inst.pid))
+        unlink_segments(f"alpr.{self.run_id}.")
         for sock in (self.control, self.api):
             sock.close(linger=0)
         self.run.remove()
@@ -239,7 +251,7 @@ class Supervisor:
         in_flight = sum(topo.stages[a].replicas * (topo.transport.window + topo.transport.queue_limit + 1)
                         for a in topo.ancestors(stage))
         return {
-            "run": topo.name,
+            "run": self.run_id,
             "rundir": str(self.run.path),
             "stage": stage,
             "type": decl.type,
@@ -336,7 +348,7 @@ class Supervisor:
     def _on_exit(self, inst: Instance, code: int) -> None:
         del self.instances[inst.instance]
         self.finished[inst.instance] = inst
-        removed = unlink_segments(segment_prefix(self.topo.name, inst.stage, inst.pid))
+        removed = unlink_segments(segment_prefix(self.run_id, inst.stage, inst.pid))
         inst.state = "stopped" if inst.expected_exit else "crashed"
         if removed and code != 0:
             log.info("removed %d shared-memory segment(s) left by %s", len(removed), inst.instance)
@@ -401,7 +413,8 @@ class Supervisor:
         return bool(current) and all(i is not None and i.stats.get("finished") for i in current)
 
     def _stage_gone_upstream(self, stage: str) -> bool:
-        """True when no instance of any upstream stage of ``stage`` is alive or due to restart."""
+        """True when no instance of any upstream stage of ``stage`` is alive or due to restart
+        (stages on other hosts count as gone: their own supervisor drains them)."""
         for up in self.topo.stages[stage].inputs:
             if any(i.stage == up for i in self.instances.values()):
                 return False
@@ -599,7 +612,7 @@ class Supervisor:
                 "counters": stats.get("counters", {}),
             })
         return {
-            "name": self.topo.name,
+            "name": self.run_id,
             "topology": os.path.abspath(self.topo.path),
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self.started, 1),
@@ -610,7 +623,8 @@ class Supervisor:
 
     def totals(self) -> dict[str, dict[str, int]]:
         """Frames in/out per stage over every instance that ever ran (for the end-of-run summary)."""
-        out: dict[str, dict[str, int]] = {name: {"frames_in": 0, "frames_out": 0, "errors": 0} for name in self.topo.stages}
+        out: dict[str, dict[str, int]] = {name: {"frames_in": 0, "frames_out": 0, "errors": 0}
+                                          for name in self.topo.stages if (name, 0) in self.slots}
         for inst in [*self.finished.values(), *self.instances.values()]:
             for key in out[inst.stage]:
                 out[inst.stage][key] += int(inst.stats.get(key, 0))

@@ -316,8 +316,9 @@ Pairs = dict[str, tuple[yaml.Node, yaml.Node]]
 class _Loader:
     """One pass over one file; collects problems instead of stopping at the first."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, host: str | None = None) -> None:
         self.path = path
+        self.host = host  # check only the ports this host's supervisor will bind
         self.problems: list[Problem] = []
         self.constructor = yaml.SafeLoader("")  # resolves and constructs plain Python values
         self.types: dict[str, type[Stage]] | None = None
@@ -918,7 +919,7 @@ class _Loader:
                         self.add(decl.line, f"status.port {port} is also the port for stage {decl.name!r} replica "
                                             f"{replica}, expected a port outside the transport ports "
                                             f"{base}..{base + 2 * total - 1}")
-                    if is_local_address(address):
+                    if is_local_address(address) and (self.host is None or decl.host == self.host):
                         self._check_port(decl, replica, address, port)
 
     def _check_port(self, decl: StageDecl, replica: int, address: str, port: int) -> None:
@@ -1014,15 +1015,17 @@ def _shortest_cycle(start: str, edges: dict[str, list[str]], group: list[str]) -
 # -- entry points -------------------------------------------------------------------------------
 
 
-def parse(text: str, path: str = "<string>", environ: dict[str, str] | None = None) -> Topology:
+def parse(text: str, path: str = "<string>", environ: dict[str, str] | None = None, host: str | None = None) -> Topology:
     """Check topology YAML given as text; ``path`` is only used in messages.
 
     ``environ`` defaults to ``os.environ`` (a parameter so callers and tests can pin it).
+    With ``host``, only the tcp ports of that host's stages are checked (the others belong to
+    the supervisors of the other hosts, which may well be running).
     """
-    return _Loader(path).run(text, dict(os.environ) if environ is None else environ)
+    return _Loader(path, host).run(text, dict(os.environ) if environ is None else environ)
 
 
-def load(path: str) -> Topology:
+def load(path: str, host: str | None = None) -> Topology:
     """Read and check a topology file; raises :class:`TopologyError` listing every problem."""
     try:
         with open(path, encoding="utf-8") as fh:
@@ -1033,7 +1036,7 @@ def load(path: str) -> Topology:
     except UnicodeDecodeError as exc:
         raise TopologyError([Problem(path, 1, f"the file is not UTF-8 text ({exc.reason}), "
                                               "expected a UTF-8 topology YAML file")]) from exc
-    return parse(text, path)
+    return parse(text, path, host=host)
 
 
 __all__ = [

@@ -120,3 +120,23 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def free_port_range(count: int, addresses: tuple[str, ...] = ("127.0.0.1", "127.0.0.2")) -> int:
+    """A base port whose next ``count`` ports are free on every address (below the ephemeral
+    range, so outgoing connections of other programs do not take them meanwhile)."""
+    import random
+    import socket
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 30000 - count)
+        try:
+            for port in range(base, base + count):
+                for address in addresses:
+                    with socket.socket() as s:
+                        s.bind((address, port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no {count} free ports found")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_jsonl, shm_segments
+from conftest import free_port_range, read_jsonl, shm_segments
 
 pytestmark = pytest.mark.slow
 
@@ -250,11 +250,7 @@ def test_second_run_with_the_same_name_is_refused(start_run, run_env) -> None:
 
 
 def test_tcp_transport_across_two_logical_hosts_carries_frames_inline(start_run, tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as s:  # a free port range for this test
-        s.bind(("127.0.0.1", 0))
-        base = s.getsockname()[1] // 100 * 100 % 50000 + 10000
+    base = free_port_range(8)
     run = start_run(f"""
 name: tcp
 transport: {{kind: tcp, base_port: {base}}}
@@ -283,3 +279,39 @@ def test_live_source_drops_when_consumers_fall_behind_and_counts_it(start_run, t
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert ids[-1] + 1 > len(ids)  # frames were skipped, not delayed
     assert all(r["stamp"] == r["frame_id"] for r in records)  # and no slot was overwritten under a reader
+
+
+def test_one_supervisor_per_host_links_over_tcp(start_run, tmp_path: Path) -> None:
+    import json
+
+    base = free_port_range(10)
+    topology = f"""
+name: split
+transport: {{kind: tcp, base_port: {base}}}
+hosts: {{edge: 127.0.0.1, server: 127.0.0.2}}
+stages:
+  cam: {{type: source.test_pattern, host: edge, params: {{width: 320, height: 240, fps: 100, count: 300}}}}
+  near: {{type: transform.passthrough, host: edge, inputs: [cam], params: {{check_stamps: true}}}}
+  far: {{type: transform.passthrough, host: server, replicas: 2, inputs: [near], params: {{check_stamps: true}}}}
+  out: {{type: sink.jsonl, host: server, inputs: [far], params: {{path: out/frames.jsonl, check_stamps: true}}}}
+"""
+    server = start_run(topology, "--host", "server", name="server.yaml")
+    server.wait_for(lambda: json.loads(server.cli("status", "--name", "split-server", "--json").stdout)["stages"][0]["state"] == "running",
+                    what="the server host's stages")
+    edge = start_run(topology, "--host", "edge", name="edge.yaml")
+    assert edge.wait() == 0, edge.output()  # the edge ends by itself once its 300 frames left
+    summary = {line.split()[0] for line in edge.output().splitlines() if line.startswith("  ")}
+    assert summary == {"cam", "near"}  # only the edge host's stages ran here
+
+    def sink_count() -> int:
+        rows = json.loads(server.cli("status", "--name", "split-server", "--json").stdout)["stages"]
+        assert {r["stage"] for r in rows} == {"far", "out"}
+        return next(r["frames_in"] for r in rows if r["stage"] == "out")
+
+    server.wait_for(lambda: sink_count() == 300, what="every frame at the server's sink")
+    server.cli("down", "split-server")
+    assert server.wait() == 0
+    assert_exactly_once(read_jsonl(tmp_path / "out/frames.jsonl"), 300)
+    assert shm_segments("alpr.split") == []
+    bad = edge.cli("up", str(edge.topology), "--host", "nowhere", check=False)
+    assert bad.returncode == 1 and "unknown host 'nowhere' (hosts of" in bad.stderr

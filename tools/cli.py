@@ -28,11 +28,11 @@ def resolve_topology(path: str) -> str:
     return path
 
 
-def load_or_exit(path: str):
+def load_or_exit(path: str, host: str | None = None):
     from ..core.topology import TopologyError, load
 
     try:
-        return load(resolve_topology(path))
+        return load(resolve_topology(path), host=host)
     except TopologyError as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
@@ -115,8 +115,9 @@ def graph(topology: str, fmt: str) -> None:
 @cli.command()
 @click.argument("topology")
 @click.option("--duration", type=float, help="drain and stop after this many seconds (default: run until the sources finish or Ctrl-C)")
+@click.option("--host", help="run only the stages placed on this host (multi-host topologies: one `up --host` per machine)")
 @click.option("-v", "--verbose", is_flag=True, help="show every stage's INFO log lines, not only warnings")
-def up(topology: str, duration: float | None, verbose: bool) -> None:
+def up(topology: str, duration: float | None, host: str | None, verbose: bool) -> None:
     """Start every stage of TOPOLOGY as its own process and supervise them.
 
     Crashed or hung stages restart with backoff. Ctrl-C (or SIGTERM, or `alpr-topo down`) drains
@@ -125,19 +126,19 @@ def up(topology: str, duration: float | None, verbose: bool) -> None:
     """
     from ..core.supervisor import Supervisor
 
-    topo = load_or_exit(topology)
+    topo = load_or_exit(topology, host=host)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s [supervisor] %(message)s")
-    supervisor = Supervisor(topo, duration=duration, console_level="INFO" if verbose else "WARNING")
     try:
+        supervisor = Supervisor(topo, duration=duration, console_level="INFO" if verbose else "WARNING", host=host)
         supervisor.start()
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    processes = sum(s.replicas for s in topo.stages.values())
-    click.echo(f"alpr-topo: '{topo.name}' is up: {len(topo.stages)} stages, {processes} processes "
+    stages = {stage for stage, _ in supervisor.slots}
+    click.echo(f"alpr-topo: '{supervisor.run_id}' is up: {len(stages)} stages, {len(supervisor.slots)} processes "
                f"(`alpr-topo status` to watch, Ctrl-C to stop)", err=True)
     code = supervisor.serve()
-    click.echo(f"alpr-topo: '{topo.name}' stopped", err=True)
+    click.echo(f"alpr-topo: '{supervisor.run_id}' stopped", err=True)
     for stage, counts in supervisor.totals().items():
         click.echo(f"  {stage:<20} in {counts['frames_in']:>8}  out {counts['frames_out']:>8}  errors {counts['errors']}", err=True)
     sys.exit(code)
