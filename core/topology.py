@@ -727,7 +727,7 @@ class _Loader:
         cls = self.types.get(type_name)
         if cls is None:
             close = _close(type_name, self.types)
-            hint = (f"did you mean {_quoted(close)}? (known: {known})" if close
+            hint = (f"did you mean {_quoted(close)}? (`alpr-topo plugins` lists every type)" if close
                     else f"expected a registered type (known: {known})")
             self.add(pair[1], f"stage {decl.name!r}: unknown stage type {type_name!r}, {hint}")
         self.classes[decl.name] = cls

@@ -22,10 +22,11 @@ from alpr_topo.tools.cli import cli
 HERE = Path(__file__).parent / "topologies"
 BAD = HERE / "bad"
 GOOD = HERE / "good"
-KNOWN = "sink.jsonl, sink.null, source.test_pattern, transform.passthrough"
+KNOWN = ", ".join(stage_types())  # every registered type, built-ins of all stage modules included
 TOP_KEYS = "name, description, stages, transport, hosts, frame_pool, plugins, supervisor, status"
 PATTERN_PARAMS = "width, height, fps, count, camera_id"
-NO_INPUTS = "expected `inputs: [<upstream>]` (only source types such as source.test_pattern run without inputs)"
+SOURCES = ", ".join([name for name, cls in stage_types().items() if cls.is_source][:3])  # the message names three
+NO_INPUTS = f"expected `inputs: [<upstream>]` (only source types such as {SOURCES} run without inputs)"
 JSONL_PATH = "(file to append to; '{replica}' is replaced by the replica index)"
 
 #: Every bad fixture with the exact problems it must produce, as (line, message).
@@ -68,7 +69,7 @@ EXPECTED: dict[str, list[tuple[int, str]]] = {
     ],
     "unknown_type.yaml": [
         (6, "stage 'work': unknown stage type 'transfrom.passthrough', did you mean 'transform.passthrough'? "
-            f"(known: {KNOWN})"),
+            "(`alpr-topo plugins` lists every type)"),
         (9, f"stage 'out': unknown stage type 'kafka', expected a registered type (known: {KNOWN})"),
     ],
     "bad_param.yaml": [
@@ -151,7 +152,7 @@ EXPECTED: dict[str, list[tuple[int, str]]] = {
     "many_mistakes.yaml": [
         (3, f"unknown key 'stagse', expected one of: {TOP_KEYS}; did you mean 'stages'?"),
         (6, "stage 'cam': unknown stage type 'source.test_patern', did you mean 'source.test_pattern'? "
-            f"(known: {KNOWN})"),
+            "(`alpr-topo plugins` lists every type)"),
         (9, "stage 'work': input 'cma' is not a stage, did you mean 'cam'? (stages: cam, out)"),
         (10, "stage 'work': replicas must be an integer >= 1, got 0"),
         (12, "stage 'work': parameter 'delay_ms': Input should be greater than or equal to 0 (got -1)"),

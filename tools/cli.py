@@ -305,6 +305,11 @@ def bench_transport(as_json: bool, frames: int, sizes: tuple[str, ...]) -> None:
     click.echo(json.dumps(result, indent=2) if as_json else bt.main_text(result))
 
 
+from .synth import synth_command  # noqa: E402  (click only; the renderer loads when the command runs)
+
+cli.add_command(synth_command)
+
+
 def main() -> None:
     from ..core.plugins import plugin_manager
 
