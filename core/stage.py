@@ -51,8 +51,18 @@ class Stage:
         """Handle one envelope; return it (changed), several envelopes, or None to drop it."""
         return env
 
+    def tick(self) -> Envelope | Sequence[Envelope] | None:
+        """Called about twice a second even when nothing arrives: emit what is due by time
+        (e.g. an event for a vehicle that left while its camera went quiet)."""
+        return None
+
+    def flush(self) -> Envelope | Sequence[Envelope] | None:
+        """Called once when the stage drains (shutdown, hot swap), after its last envelope:
+        emit what it still holds, since ``teardown`` cannot send anything."""
+        return None
+
     def teardown(self) -> None:
-        """Flush and close. Runs after the last envelope, also on a drain for hot swap."""
+        """Close files and models. Runs last, also on a drain for hot swap; sends nothing."""
 
     @classmethod
     def describe(cls) -> dict[str, Any]:

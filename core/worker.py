@@ -91,6 +91,7 @@ class Worker:
         self.stop_requested = False
         self.parent = os.getppid()
         self.drain_started = 0.0
+        self.flushed = False
 
         self.control = self.zctx.socket(zmq.DEALER)
         self.control.setsockopt(zmq.ROUTING_ID, spec["instance"].encode())
@@ -168,6 +169,7 @@ class Worker:
             while True:
                 now = time.monotonic()
                 if now >= next_beat:
+                    self._emit_from(self.stage.tick, "tick")
                     self._heartbeat()
                     next_beat = now + HEARTBEAT_S
                     if os.getppid() != self.parent:
@@ -355,6 +357,18 @@ class Worker:
                 waiting.append((tracker, ref, count))
         self.remote_pending = waiting
 
+    def _emit_from(self, method: Any, what: str) -> None:
+        """Send what ``tick``/``flush`` return, like the outputs of ``process``."""
+        t_in = time.monotonic_ns()
+        try:
+            result = method()
+        except Exception:
+            self.counters.errors += 1
+            self.log.exception("%s failed", what)
+            return
+        if result is not None:
+            self._emit([result] if isinstance(result, Envelope) else list(result), t_in, None)
+
     def _drained(self) -> bool:
         if self.input is not None and not self.input.left():
             return False
@@ -362,6 +376,9 @@ class Worker:
             if self.reorder is not None:
                 self.inbound.extend(self.reorder.poll())
             return False
+        if not self.flushed:
+            self.flushed = True  # once: after the last envelope, before the output must be empty
+            self._emit_from(self.stage.flush, "flush")
         if self.output is not None:
             self.output.dispatch()
             if self.output.pending():

@@ -79,6 +79,33 @@ class OrderCheck(Stage):
         return env
 
 
+class Summary(Stage):
+    """Swallows frames; emits one summary envelope per second (tick) and a last one at drain (flush)."""
+
+    type_name = "test.summary"
+
+    def setup(self) -> None:
+        self.seen: list[int] = []
+        self.emitted = 0
+
+    def process(self, env: Envelope) -> None:
+        self.seen.append(env.frame_id)
+        return None
+
+    def _summary(self, why: str) -> Envelope:
+        self.emitted += 1
+        env = Envelope(camera_id="summary", frame_id=self.emitted)
+        env.meta.update(why=why, frames=list(self.seen))
+        self.seen = []
+        return env
+
+    def tick(self) -> Envelope | None:
+        return self._summary("tick") if self.seen else None
+
+    def flush(self) -> Envelope:
+        return self._summary("flush")
+
+
 @hookimpl
 def alpr_topo_stage_types() -> list[type[Stage]]:
-    return [Fault, Tagger, OrderCheck]
+    return [Fault, Tagger, OrderCheck, Summary]

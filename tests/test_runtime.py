@@ -315,3 +315,13 @@ stages:
     assert shm_segments("alpr.split") == []
     bad = edge.cli("up", str(edge.topology), "--host", "nowhere", check=False)
     assert bad.returncode == 1 and "unknown host 'nowhere' (hosts of" in bad.stderr
+
+
+def test_tick_and_flush_let_a_stage_emit_without_input(start_run, tmp_path: Path) -> None:
+    run = start_run(chain("flush", "    type: test.summary", count=200, fps=100))
+    assert run.wait() == 0, run.output()
+    summaries = read_jsonl(tmp_path / "out/frames.jsonl")
+    assert {s["meta"]["why"] for s in summaries} == {"tick", "flush"}
+    assert summaries[-1]["meta"]["why"] == "flush"
+    frames = [f for s in summaries for f in s["meta"]["frames"]]
+    assert sorted(frames) == list(range(200))  # every frame summarised exactly once, the last ones by flush
