@@ -11,5 +11,7 @@ fi
 echo "== installing alpr-topo with its test extras" >&2
 .venv/bin/python -m pip install --quiet --upgrade pip "setuptools>=68" wheel
 .venv/bin/python -m pip install --quiet -e ".[test]"
+echo "== installing test services (a real RTSP server from Debian's GStreamer packages)" >&2
+bash tools/rtsp_server.sh install || echo "!! RTSP server not installed: the RTSP reconnect tests will skip (see above)" >&2
 echo "== running the tests" >&2
 exec .venv/bin/python -m pytest -ra "$@"
