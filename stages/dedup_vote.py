@@ -1,0 +1,196 @@
+"""Voting over the plate reads of one passage, and the fuzzy text match used for duplicates.
+
+Pure functions, no stage machinery: :func:`vote` turns the reads of one track into one plate
+text, :func:`similarity` / :func:`best_match` compare plate texts (rapidfuzz's normalized
+Levenshtein similarity; a small pure-Python fallback keeps the module importable without it).
+docs/dedup.md explains the rules.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence, TypeVar
+
+try:  # rapidfuzz is a dependency; the fallback only keeps imports working without it
+    from rapidfuzz.distance import Levenshtein as _Lev
+except ModuleNotFoundError:  # pragma: no cover - exercised only where rapidfuzz is missing
+    _Lev = None
+
+__all__ = ["Read", "Vote", "quality_score", "vote", "similarity", "best_match"]
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Read:
+    """One OCR read of a plate, reduced to what the vote needs."""
+
+    text: str
+    normalized: str
+    confidence: float
+    region: str | None
+    quality: float  # 0..1, see quality_score
+    captured_at: float
+    frame_id: int
+
+    @property
+    def weight(self) -> float:
+        return self.confidence * self.quality
+
+
+@dataclass(slots=True)
+class Vote:
+    """The outcome of a vote: text, region, confidence and how it was reached."""
+
+    normalized: str
+    text: str
+    region: str | None
+    confidence: float
+    reads: int  # reads that took part
+    agreement: float  # weakest per-character share of the winning characters (1 = unanimous)
+    length_share: float  # weight share of reads with the winning length
+    exact: bool  # some read has exactly the voted text (False: per-character composite)
+
+
+def quality_score(quality: Mapping[str, Any] | None, ref_width: float = 120.0, ref_sharpness: float = 500.0) -> float:
+    """0..1 from an OCR read's ``quality`` dict; 1 where nothing is known.
+
+    size: ``width / ref_width`` capped at 1; sharpness (the OCR stage's variance of the Laplacian
+    at 64 px crop height: a few hundred for soft crops, thousands for crisp ones):
+    ``0.5 + 0.5 * min(1, sharpness / ref_sharpness)`` so a soft but large crop still counts;
+    angle (degrees): ``cos(angle)``. The product, at least 0.05.
+    """
+    if not quality:
+        return 1.0
+    score = 1.0
+    width = _num(quality.get("width"))
+    if width is not None and ref_width > 0:
+        score *= min(1.0, max(width, 0.0) / ref_width)
+    sharp = _num(quality.get("sharpness"))
+    if sharp is not None and ref_sharpness > 0:
+        score *= 0.5 + 0.5 * min(1.0, max(sharp, 0.0) / ref_sharpness)
+    angle = _num(quality.get("angle"))
+    if angle is not None:
+        score *= max(0.0, math.cos(math.radians(min(abs(angle), 90.0))))
+    return max(0.05, min(1.0, score))
+
+
+def _num(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _argmax(weights: Mapping[T, float], tiebreak: Mapping[T, float]) -> T:
+    return max(weights, key=lambda k: (weights[k], tiebreak.get(k, 0.0)))
+
+
+def vote(reads: Sequence[Read], region_bonus: float = 2.0, region_min_share: float = 0.25) -> Vote | None:
+    """One text from the reads of a passage; None without reads.
+
+    1. Region-valid reads (``region`` set: the text matched a known plate format) are preferred:
+       when they carry at least ``region_min_share`` of the total weight, only they vote;
+       otherwise all reads vote, region-valid ones with ``region_bonus`` times their weight.
+       A read's weight is ``confidence x quality``.
+    2. The length with the most weight wins; among reads of that length every position is voted
+       by weight (per-character voting), so three reads with one different error each give
+       the right text.
+    3. ``confidence`` = the highest confidence of the reads that read exactly the voted text (the
+       weighted mean confidence of same-length reads when none did) x the weakest position's
+       weight share x the winning length's weight share.
+    """
+    reads = [r for r in reads if r.normalized]
+    if not reads:
+        return None
+
+    def weight(r: Read) -> float:
+        return max(r.weight, 1e-9) * (region_bonus if r.region else 1.0)
+
+    total = sum(weight(r) for r in reads)
+    valid = [r for r in reads if r.region]
+    if valid and sum(weight(r) for r in valid) >= region_min_share * total:
+        candidates = valid
+    else:
+        candidates = reads
+    cand_total = sum(weight(r) for r in candidates)
+
+    by_len: dict[int, float] = {}
+    best_single: dict[int, float] = {}
+    for r in candidates:
+        n = len(r.normalized)
+        by_len[n] = by_len.get(n, 0.0) + weight(r)
+        best_single[n] = max(best_single.get(n, 0.0), weight(r))
+    length = _argmax(by_len, best_single)
+    same = [r for r in candidates if len(r.normalized) == length]
+    len_total = by_len[length]
+
+    chars: list[str] = []
+    agreement = 1.0
+    for k in range(length):
+        tally: dict[str, float] = {}
+        top: dict[str, float] = {}
+        for r in same:
+            c = r.normalized[k]
+            tally[c] = tally.get(c, 0.0) + weight(r)
+            top[c] = max(top.get(c, 0.0), weight(r))
+        winner = _argmax(tally, top)
+        chars.append(winner)
+        agreement = min(agreement, tally[winner] / len_total)
+    normalized = "".join(chars)
+
+    exact = [r for r in same if r.normalized == normalized]
+    if exact:
+        best = max(exact, key=weight)
+        base = max(r.confidence for r in exact)
+        text = best.text or normalized
+        pool = exact
+    else:
+        base = sum(r.confidence * weight(r) for r in same) / len_total
+        text = normalized
+        pool = same
+    regions: dict[str, float] = {}
+    for r in pool:
+        if r.region:
+            regions[r.region] = regions.get(r.region, 0.0) + weight(r)
+    region = _argmax(regions, {}) if regions else None
+    length_share = len_total / cand_total
+    return Vote(
+        normalized=normalized,
+        text=text,
+        region=region,
+        confidence=round(max(0.0, min(1.0, base * agreement * length_share)), 4),
+        reads=len(reads),
+        agreement=round(agreement, 4),
+        length_share=round(length_share, 4),
+        exact=bool(exact),
+    )
+
+
+def similarity(a: str, b: str) -> float:
+    """Normalized Levenshtein similarity, 0..1: ``1 - distance / max(len(a), len(b))``."""
+    if _Lev is not None:
+        return float(_Lev.normalized_similarity(a, b))
+    if a == b:
+        return 1.0
+    if not a or not b:
+        return 0.0
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return 1.0 - prev[-1] / max(len(a), len(b))
+
+
+def best_match(text: str, candidates: Iterable[tuple[str, T]], threshold: float) -> tuple[T, float] | None:
+    """The candidate whose text is most similar to ``text`` (at least ``threshold``); ties go
+    to the later candidate (the most recent one when candidates are in time order)."""
+    found: tuple[T, float] | None = None
+    for other, item in candidates:
+        score = similarity(text, other)
+        if score >= threshold and (found is None or score >= found[1]):
+            found = (item, score)
+    return found

@@ -1,0 +1,455 @@
+"""dedup.plates: voting, one event per passage, duplicate suppression, tick and flush.
+
+Capture times are chosen by the tests; the stage's clock is replaced for the quiet-camera
+tests, so nothing depends on how fast the machine is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from alpr_topo.core.envelope import Envelope, decode, encode
+from alpr_topo.core.testing import StageHarness
+from alpr_topo.stages import events
+from alpr_topo.stages.dedup import DedupStage
+from alpr_topo.stages.dedup_vote import Read, best_match, quality_score, similarity, vote
+
+T0 = 1714564801.0
+CROP = cv2.imencode(".jpg", np.full((24, 96, 3), 220, np.uint8))[1].tobytes()
+
+
+def plate(text: str, conf: float = 0.9, track: int | None = 1, vehicle: int | None = None,
+          region: str | None = "us-ca", width: float = 120, sharpness: float = 150, crop: bytes = CROP,
+          box: list[float] | None = None) -> dict[str, Any]:
+    return {"text": text, "normalized": text.replace(" ", "").replace("-", ""), "confidence": conf, "region": region,
+            "box": box or [100.0, 200.0, 220.0, 230.0], "track_id": track, "vehicle_track_id": vehicle,
+            "reader": "test", "quality": {"sharpness": sharpness, "width": width, "height": 30, "angle": 0},
+            "crop_jpeg": crop}
+
+
+class Driver:
+    """A StageHarness plus tick/flush (which the harness does not drive), all outputs collected."""
+
+    def __init__(self, **params: Any) -> None:
+        self.h = StageHarness(DedupStage, params)
+        self.h.start()
+        self.stage: DedupStage = self.h.stage  # type: ignore[assignment]
+        self.outs: list[Envelope] = []
+        self.frame_ids: dict[str, int] = {}
+
+    def feed(self, camera: str, t: float, plates: list[dict] = (), detections: list[dict] = (), **fields) -> list[Envelope]:
+        fid = self.frame_ids.get(camera, 0)
+        self.frame_ids[camera] = fid + 1
+        env = fields.pop("env", None) or Envelope(camera_id=camera, frame_id=fid)
+        env.captured_at = t
+        env.plates = list(plates)
+        env.detections = list(detections)
+        for key, value in fields.items():
+            setattr(env, key, value)
+        outs = self.h.process(env)
+        self.outs += outs
+        return outs
+
+    def _wire(self, result: Any) -> list[Envelope]:
+        outs = [] if result is None else [result] if isinstance(result, Envelope) else list(result)
+        outs = [decode(encode(o)) for o in outs]  # what crossing to the next process does
+        self.outs += outs
+        return outs
+
+    def tick(self) -> list[Envelope]:
+        return self._wire(self.stage.tick())
+
+    def flush(self) -> list[Envelope]:
+        return self._wire(self.stage.flush())
+
+    def events(self) -> list[dict]:
+        return [o.meta["event"] for o in self.outs if "event" in o.meta]
+
+    def updates(self) -> list[dict]:
+        return [o.meta["event_update"] for o in self.outs if "event_update" in o.meta]
+
+    def close(self) -> None:
+        self.h.close()
+
+
+@pytest.fixture
+def driver():
+    made: list[Driver] = []
+
+    def make(**params: Any) -> Driver:
+        d = Driver(**params)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.close()
+
+
+def passage(d: Driver, camera: str, start: float, texts: list[str], step: float = 0.1, **kw: Any) -> float:
+    """Feed one read per frame; returns the capture time of the last frame."""
+    t = start
+    for i, text in enumerate(texts):
+        t = start + i * step
+        d.feed(camera, t, [plate(text, **kw)])
+    return t
+
+
+# -- voting ---------------------------------------------------------------------------------------
+
+
+def R(text: str, conf: float = 0.9, region: str | None = "us-ca", quality: float = 1.0) -> Read:
+    return Read(text=text, normalized=text, confidence=conf, region=region, quality=quality, captured_at=0.0, frame_id=0)
+
+
+def test_vote_per_character_recovers_a_text_no_read_had():
+    result = vote([R("7ABC12X"), R("7A8C123"), R("ZABC123")])
+    assert result is not None
+    assert result.normalized == "7ABC123" and not result.exact
+    assert result.confidence == pytest.approx(0.9 * 2 / 3, abs=1e-3)  # weakest position: 2 of 3
+
+
+def test_vote_noisy_reads_of_mixed_lengths():
+    reads = [R("7ABC123"), R("7ABC123", 0.8), R("7A8C123", 0.95), R("7ABC1Z3", 0.7), R("1ABC123", 0.6),
+             R("7ABC12", 0.99), R("7ABC1234", 0.5)]
+    result = vote(reads)
+    assert result.normalized == "7ABC123" and result.exact and result.region == "us-ca"
+    assert result.reads == 7
+    assert 0 < result.confidence < 0.9
+
+
+def test_vote_prefers_region_valid_reads():
+    # three confident reads that match no plate format against two that match us-ca
+    reads = [R("7ABCI23", 0.95, None), R("7ABCI23", 0.95, None), R("7ABCI23", 0.95, None),
+             R("7ABC123", 0.8, "us-ca"), R("7ABC123", 0.7, "us-ca")]
+    assert vote(reads).normalized == "7ABC123"
+    assert vote(reads, region_bonus=1.0, region_min_share=1.0).normalized == "7ABCI23"  # preference off
+    # one weak region-valid read among many others (< region_min_share) does not decide alone
+    many = [R("7ABCI23", 0.95, None)] * 8 + [R("7ABC123", 0.5, "us-ca")]
+    assert vote(many).normalized == "7ABCI23"
+
+
+def test_vote_weights_quality():
+    blurry = [R("7ABC128", 0.9, quality=0.1), R("7ABC128", 0.9, quality=0.1)]
+    sharp = [R("7ABC123", 0.9, quality=1.0)]
+    assert vote(blurry + sharp).normalized == "7ABC123"
+    assert quality_score({"width": 60, "sharpness": 0, "angle": 0}) == pytest.approx(0.25)
+    assert quality_score({"width": 200, "sharpness": 500, "angle": 60}) == pytest.approx(0.5)
+    assert quality_score(None) == 1.0
+    assert vote([]) is None
+
+
+def test_similarity():
+    assert similarity("7ABC123", "7ABC123") == 1.0
+    assert similarity("7ABC123", "7ABC128") == pytest.approx(6 / 7)
+    assert similarity("7ABC123", "7ABC12") == pytest.approx(6 / 7)
+    assert similarity("7ABC123", "5XYZ999") < 0.3
+    assert best_match("7ABC128", [("5XYZ999", "a"), ("7ABC123", "b")], 0.85) == ("b", pytest.approx(6 / 7))
+    assert best_match("7ABC128", [("5XYZ999", "a")], 0.85) is None
+
+
+# -- one event per passage ------------------------------------------------------------------------
+
+
+def test_noisy_track_gives_exactly_one_event(driver):
+    d = driver()
+    texts = ["7ABC123", "7A8C123", "7ABC123", "7ABC1Z3", "1ABC123", "7ABC123", "7ABC12"]
+    last = passage(d, "cam1", T0, texts)
+    assert d.events() == []  # still open
+    d.feed("cam1", last + 1.0)
+    assert d.events() == []  # 1.0 s < track_timeout_s 1.5
+    d.feed("cam1", last + 1.6)
+    d.feed("cam1", last + 5.0)
+    (ev,) = d.events()
+    events.validate(ev)
+    assert ev["plate"]["normalized_text"] == "7ABC123" and ev["plate"]["region"] == "us-ca"
+    assert ev["track_id"] == 1 and ev["camera_id"] == "cam1" and ev["reads"] == len(texts)
+    assert ev["captured_at"] == ev["first_seen"] == events.to_millis(T0)
+    assert ev["last_seen"] == events.to_millis(last) and ev["count"] == 1
+    assert ev["extras"]["finished"] == "timeout"
+    out = next(o for o in d.outs if "event" in o.meta)
+    assert out.frame is None and out.camera_id == "cam1"
+    assert out.captured_at == pytest.approx(T0)
+    assert out.frame_id == 1 and ev["extras"]["frame_id"] == "0"  # output sequence; best read: the first
+    assert out.meta["images"]["plate_jpeg"] == CROP
+    assert d.h.counters["events"] == 1
+
+
+def test_interleaved_tracks_give_one_event_each(driver):
+    d = driver()
+    for i in range(10):
+        d.feed("cam1", T0 + i * 0.1, [plate("7ABC123", track=1), plate("5XYZ999" if i % 3 else "5XYZ990", track=2)])
+    d.feed("cam1", T0 + 4)
+    got = sorted((e["track_id"], e["plate"]["normalized_text"], e["reads"]) for e in d.events())
+    assert got == [(1, "7ABC123", 10), (2, "5XYZ999", 10)]
+    assert d.updates() == []
+
+
+def test_plate_track_joins_its_vehicle_passage(driver):
+    d = driver()
+    car = {"kind": "vehicle", "label": "truck", "score": 0.8, "box": [50, 100, 400, 300], "track_id": 3, "color": "red"}
+    d.feed("cam1", T0, [plate("7ABC123", track=5)])  # vehicle not tracked yet
+    d.feed("cam1", T0 + 0.1, [plate("7ABC123", track=5, vehicle=3)], [car])
+    d.feed("cam1", T0 + 0.2, [plate("7ABC123", track=5)], [car])  # plate track linked to vehicle 3
+    d.feed("cam1", T0 + 0.3, [plate("7A8C123", track=6, vehicle=3)], [car])  # plate track switched
+    d.feed("cam1", T0 + 2.5)
+    (ev,) = d.events()
+    assert ev["track_id"] == 3 and ev["reads"] == 4
+    assert ev["vehicle"] == {"type": "truck", "color": "red", "make": None, "model": None}
+    assert ev["extras"]["plate_track_ids"] == "5,6"
+
+
+def test_vehicle_detections_keep_a_passage_alive(driver):
+    d = driver()
+    car = {"kind": "vehicle", "label": "car", "score": 0.9, "box": [0, 0, 100, 100], "track_id": 4}
+    d.feed("cam1", T0, [plate("7ABC123", vehicle=4)], [car])
+    d.feed("cam1", T0 + 0.1, [plate("7ABC123", vehicle=4)], [car])
+    for i in range(1, 6):  # plate unreadable, vehicle still in view for 5 s
+        d.feed("cam1", T0 + 0.1 + i, [], [car])
+    assert d.events() == []
+    d.feed("cam1", T0 + 7.5)
+    (ev,) = d.events()
+    assert ev["last_seen"] == events.to_millis(T0 + 5.1) and ev["vehicle"]["type"] == "car"
+
+
+def test_untracked_reads_are_grouped_by_text(driver):
+    d = driver()
+    for i, (a, b) in enumerate([("7ABC123", "5XYZ999"), ("7ABC128", "5XYZ999"), ("7ABC123", "5XY7999")]):
+        d.feed("cam1", T0 + i * 0.1, [plate(a, track=None), plate(b, track=None)])
+    d.feed("cam1", T0 + 3)
+    got = sorted((e["plate"]["normalized_text"], e["reads"], e["track_id"]) for e in d.events())
+    assert got == [("5XYZ999", 3, None), ("7ABC123", 3, None)]
+
+
+def test_min_reads_and_min_confidence(driver):
+    d = driver(min_reads=3, min_confidence=0.5)
+    passage(d, "cam1", T0, ["7ABC123", "7ABC123"], track=1)  # too few
+    passage(d, "cam1", T0, ["5XYZ999"] * 4, track=2, conf=0.3)  # too unsure
+    passage(d, "cam1", T0 + 0.5, ["6DEF456"] * 3, track=3)
+    d.feed("cam1", T0 + 5)
+    assert [e["plate"]["normalized_text"] for e in d.events()] == ["6DEF456"]
+    assert d.h.counters["tracks_dropped"] == 2 and d.h.counters["events"] == 1
+
+
+def test_emit_partial(driver):
+    d = driver(min_reads=2, emit_partial=True)
+    d.feed("cam1", T0, [plate("7ABC123", conf=0.8)])
+    d.feed("cam1", T0 + 3)
+    (ev,) = d.events()
+    assert ev["extras"]["partial"] == "true" and ev["reads"] == 1
+    events.validate(ev)
+
+
+# -- duplicates -----------------------------------------------------------------------------------
+
+
+def test_duplicate_within_window_updates_the_kept_event(driver):
+    d = driver(window_s=30)
+    passage(d, "cam1", T0, ["7ABC123"] * 3, track=1)
+    d.feed("cam1", T0 + 2)
+    (kept,) = d.events()
+    last = passage(d, "cam1", T0 + 10, ["7ABC128"] * 3, track=2)  # a re-read 10 s later, one char off
+    d.feed("cam1", last + 2)
+    assert len(d.events()) == 1
+    (upd,) = d.updates()
+    events.validate(upd)
+    assert upd["event_id"] == kept["event_id"] and upd["count"] == 2 and upd["reason"] == "duplicate"
+    assert upd["last_seen"] == events.to_millis(last) and upd["track_id"] == 2
+    assert upd["normalized_text"] == "7ABC128" and upd["similarity"] == pytest.approx(6 / 7, abs=1e-3)
+    assert d.h.counters["duplicates_suppressed"] == 1
+
+    last = passage(d, "cam1", T0 + 20, ["7ABC123"] * 2, track=3)  # a third time: count 3
+    d.feed("cam1", last + 2)
+    assert [u["count"] for u in d.updates()] == [2, 3]
+
+    last = passage(d, "cam1", last + 31, ["7ABC123"] * 2, track=4)  # after the window: a new event
+    d.feed("cam1", last + 2)
+    assert len(d.events()) == 2 and d.events()[1]["event_id"] != kept["event_id"]
+    assert d.events()[1]["count"] == 1
+
+
+def test_different_plate_is_not_a_duplicate(driver):
+    d = driver()
+    passage(d, "cam1", T0, ["7ABC123"] * 3, track=1)
+    passage(d, "cam1", T0 + 3, ["7ABX193"] * 3, track=2)  # two characters off: 5/7 < 0.85
+    d.feed("cam1", T0 + 8)
+    assert len(d.events()) == 2 and d.updates() == []
+
+
+def feed_two_cameras(d: Driver) -> None:
+    passage(d, "cam1", T0, ["7ABC123"] * 3, track=1)
+    passage(d, "cam2", T0 + 4, ["7ABC123"] * 3, track=8)
+    d.feed("cam1", T0 + 10)
+    d.feed("cam2", T0 + 10)
+
+
+def test_scope_camera_keeps_cameras_apart(driver):
+    d = driver(scope="camera")
+    feed_two_cameras(d)
+    assert sorted(e["camera_id"] for e in d.events()) == ["cam1", "cam2"] and d.updates() == []
+
+
+def test_scope_site_merges_cameras_of_one_site(driver):
+    d = driver(scope="site", site="gate")
+    feed_two_cameras(d)
+    (ev,) = d.events()
+    (upd,) = d.updates()
+    assert ev["camera_id"] == "cam1" and ev["node"]["site"] == "gate"
+    assert upd["event_id"] == ev["event_id"] and upd["camera_id"] == "cam2" and upd["count"] == 2
+
+
+def test_scope_site_keeps_other_sites_apart_and_global_does_not(driver):
+    d = driver(scope="site", site="north", camera_sites={"cam2": "south"})
+    feed_two_cameras(d)
+    assert [e["node"]["site"] for e in d.events()] == ["north", "south"]
+    d = driver(scope="global", site="north", camera_sites={"cam2": "south"})
+    feed_two_cameras(d)
+    assert len(d.events()) == 1 and len(d.updates()) == 1
+
+
+def test_output_frame_ids_increase_per_camera(driver):
+    d = driver(scope="global")
+    for k in range(4):  # events and updates, out of the frames' order, on two cameras
+        passage(d, "cam1", T0 + 3 * k, ["7ABC123", "5XYZ999"][k % 2:k % 2 + 1] * 2, track=k)
+        passage(d, "cam2", T0 + 3 * k, ["6DEF456"] * 2, track=k)
+    d.feed("cam1", T0 + 20)
+    d.feed("cam2", T0 + 20)
+    for camera in ("cam1", "cam2"):
+        ids = [o.frame_id for o in d.outs if o.camera_id == camera]
+        assert ids == list(range(1, len(ids) + 1)) and len(ids) >= 3
+    assert len(d.events()) == 3 and len(d.updates()) == 5
+
+
+def test_window_zero_turns_suppression_off(driver):
+    d = driver(window_s=0)
+    passage(d, "cam1", T0, ["7ABC123"] * 2, track=1)
+    passage(d, "cam1", T0 + 2, ["7ABC123"] * 2, track=2)
+    d.feed("cam1", T0 + 6)
+    assert len(d.events()) == 2
+
+
+# -- time: tick, max_track_s, flush ---------------------------------------------------------------
+
+
+def test_tick_ends_passages_of_a_quiet_camera(driver):
+    d = driver(track_timeout_s=1.5)
+    now = [100.0]
+    d.stage._clock = lambda: now[0]
+    passage(d, "cam1", T0, ["7ABC123"] * 3)  # all arrive at clock 100
+    now[0] = 101.0
+    assert d.tick() == []
+    now[0] = 101.7  # the last read was at T0 + 0.2: 1.5 s of capture time have passed
+    (out,) = d.tick()
+    assert out.meta["event"]["plate"]["normalized_text"] == "7ABC123"
+    events.validate(out.meta["event"])
+    now[0] = 200.0
+    assert d.tick() == []  # sent once
+
+
+def test_flush_emits_open_passages(driver):
+    d = driver()
+    passage(d, "cam1", T0, ["7ABC123"] * 3, track=1)
+    passage(d, "cam2", T0, ["5XYZ999"] * 2, track=1)
+    d.feed("cam1", T0 + 0.5, [plate("6DEF456", track=2)])  # a single read: below min_reads
+    outs = d.flush()
+    assert sorted(o.meta["event"]["plate"]["normalized_text"] for o in outs) == ["5XYZ999", "7ABC123"]
+    assert all(o.meta["event"]["extras"]["finished"] == "drain" for o in outs)
+    assert d.h.counters["tracks_dropped"] == 1
+    assert d.flush() == [] and d.tick() == []
+
+
+def test_max_track_emits_then_moves_last_seen(driver):
+    d = driver(max_track_s=5, track_timeout_s=1.5)
+    for i in range(80):  # a car standing in view for 8 s
+        d.feed("cam1", T0 + i * 0.1, [plate("7ABC123")])
+    (ev,) = d.events()
+    assert ev["extras"]["finished"] == "max_track"
+    assert events.to_millis(T0 + 5) - 100 <= ev["last_seen"] <= events.to_millis(T0 + 5)
+    d.feed("cam1", T0 + 12)
+    (upd,) = d.updates()
+    assert upd["reason"] == "continued" and upd["event_id"] == ev["event_id"] and upd["count"] == 1
+    assert upd["last_seen"] == events.to_millis(T0 + 7.9)
+    assert len(d.events()) == 1
+
+
+# -- images, truth, latency -----------------------------------------------------------------------
+
+
+def test_vehicle_and_frame_images_from_the_best_frame(driver):
+    d = driver(vehicle_image=True, frame_image=True, frame_max_width=320)
+    image = np.zeros((360, 640, 3), np.uint8)
+    image[100:300, 50:400] = (0, 0, 255)
+    car = {"kind": "vehicle", "label": "car", "score": 0.9, "box": [50, 100, 400, 300], "track_id": 3}
+    outs = []
+    for i, width in enumerate([60, 140, 90]):  # the second read is the best (widest crop)
+        env = d.h.frame_envelope(image, camera_id="cam1", frame_id=i)
+        outs += d.feed("cam1", T0 + i * 0.1, [plate("7ABC123", vehicle=3, width=width)], [car], env=env)
+    assert outs == []
+    outs = d.feed("cam1", T0 + 3)
+    (out,) = outs
+    assert out.meta["event"]["extras"]["frame_id"] == "1"  # the widest crop's frame
+    images = out.meta["images"]
+    vehicle = cv2.imdecode(np.frombuffer(images["vehicle_jpeg"], np.uint8), cv2.IMREAD_COLOR)
+    frame = cv2.imdecode(np.frombuffer(images["frame_jpeg"], np.uint8), cv2.IMREAD_COLOR)
+    assert vehicle.shape == (200, 350, 3) and vehicle[100, 175, 2] > 200
+    assert frame.shape == (180, 320, 3)
+
+
+def test_events_finished_while_a_frame_is_read_leave_with_the_next_call(driver):
+    # The runtime voids a call's outputs when the frame it read went stale; so an event that a
+    # frame-reading call finishes is held for the next call instead of sharing that risk.
+    d = driver(vehicle_image=True)
+    image = np.zeros((120, 160, 3), np.uint8)
+    car = {"kind": "vehicle", "label": "car", "score": 0.9, "box": [10, 10, 100, 100], "track_id": 9}
+    passage(d, "cam1", T0, ["5XYZ999"] * 2, track=1)
+    env = d.h.frame_envelope(image, camera_id="cam1", frame_id=50)
+    assert d.feed("cam1", T0 + 3, [plate("7ABC123", vehicle=9)], [car], env=env) == []
+    (out,) = d.tick()
+    assert out.meta["event"]["plate"]["normalized_text"] == "5XYZ999"
+
+
+def test_truth_only_in_test_mode(driver):
+    truth = [{"vehicle_id": 4, "plate": "7ABC123", "format": "us-ca", "vehicle_box": [0, 0, 500, 400],
+              "plate_box": [101, 201, 219, 229], "plate_visible": True}]
+    found = {}
+    for mode in (False, True):
+        d = driver(test_mode=mode)
+        for i in range(2):
+            d.feed("cam1", T0 + i * 0.1, [plate("7ABC128")], meta={"truth": truth})
+        d.feed("cam1", T0 + 3)
+        (found[mode],) = d.events()
+    assert not any(k.startswith("truth") for k in found[False]["extras"])
+    assert found[True]["extras"]["truth_plate"] == "7ABC123"
+    assert found[True]["extras"]["truth_vehicle_id"] == "4"
+
+
+def test_latency_fields(driver):
+    import time
+
+    d = driver()
+    d.stage._wall = lambda: T0 + 2.0  # the wall clock when the event is made
+    # the frame left the capture stage 50 ms before it reached dedup (same host's monotonic clock)
+    stamps = [("cam", time.monotonic_ns() - 50_000_000, time.monotonic_ns() - 49_000_000)]
+    d.feed("cam1", T0, [plate("7ABC123")], stamps=stamps)
+    d.feed("cam1", T0 + 0.25, [plate("7ABC123")])
+    d.feed("cam1", T0 + 1.9)
+    (ev,) = d.events()
+    assert ev["latency"]["capture_to_event_ms"] == pytest.approx(1750.0)  # wall - last_seen
+    assert ev["latency"]["pipeline_ms"] >= 50.0
+    events.validate(ev)
+
+
+def test_params_are_checked():
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError):
+        DedupStage.Params(scope="planet")
+    with pytest.raises(pydantic.ValidationError):
+        DedupStage.Params(similarity=1.5)
+    with pytest.raises(pydantic.ValidationError):
+        DedupStage.Params(window=3)  # typo of window_s
+    assert DedupStage.ordered is True
