@@ -305,6 +305,85 @@ def bench_transport(as_json: bool, frames: int, sizes: tuple[str, ...]) -> None:
     click.echo(json.dumps(result, indent=2) if as_json else bt.main_text(result))
 
 
+@bench.command("accuracy")
+@click.option("--dataset", required=True, type=click.Path(exists=True, file_okay=False),
+              help="folder in the OpenALPR benchmark layout (NAME.jpg + NAME.txt)")
+@click.option("--topology", help="use the detect and OCR stages of this topology (default: the embedded default)")
+@click.option("--limit", type=int, help="only the first N images")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+def bench_accuracy(dataset: str, topology: str | None, limit: int | None, as_json: bool) -> None:
+    """Plate detection recall (IoU > 0.4), exact-match reads and ms per image on DATASET."""
+    from . import bench_accuracy as ba
+
+    result = ba.run(dataset, topology=resolve_topology(topology) if topology else None, limit=limit,
+                    progress=lambda msg: click.echo(msg, err=True))
+    click.echo(json.dumps(result, indent=2) if as_json else ba.main_text(result))
+
+
+class _TopologyOrCommand(click.Group):
+    """`models TOPOLOGY` and `models pull NAME` side by side: a first word that is not a
+    sub-command is the topology."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            ctx.meta["topology"] = args[0]
+            args = args[1:]
+        return super().parse_args(ctx, args)
+
+
+@cli.group(cls=_TopologyOrCommand, invoke_without_command=True, subcommand_metavar="[TOPOLOGY | COMMAND ...]")
+@click.option("--no-checksum", is_flag=True, help="skip computing sha256 of model files")
+@click.pass_context
+def models(ctx: click.Context, no_checksum: bool) -> None:
+    """`models TOPOLOGY`: which model each stage uses, whether it is there, where it comes from.
+
+    Without TOPOLOGY: the models alpr-topo knows how to fetch (`alpr-topo models pull NAME`).
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    topology = ctx.meta.get("topology")
+    from . import models as m
+
+    if topology is None:
+        click.echo(m.list_text())
+        return
+    click.echo(m.main_text(m.describe(load_or_exit(topology), checksum=not no_checksum)))
+
+
+@models.command("pull")
+@click.argument("name")
+@click.option("--dest", default="models", show_default=True, help="folder to download into")
+@click.option("--force", is_flag=True, help="download again even if a good copy is there")
+def models_pull(name: str, dest: str, force: bool) -> None:
+    """Download the official release asset(s) of model NAME (needs internet; never used by tests)."""
+    from . import models as m
+
+    try:
+        paths = m.pull(name, dest, force=force, progress=lambda msg: click.echo(msg, err=True))
+    except KeyError as exc:  # str(KeyError) would quote the message
+        raise click.ClickException(str(exc.args[0])) from exc
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for path in paths:
+        click.echo(str(path))
+
+
+@models.command("build-engine")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--fp32", is_flag=True, help="build an FP32 engine instead of FP16")
+@click.option("--max-batch", type=int, default=8, show_default=True)
+@click.option("--force", is_flag=True, help="rebuild even if a cached engine exists")
+def models_build_engine(model: str, fp32: bool, max_batch: int, force: bool) -> None:
+    """Build (and cache beside MODEL) a TensorRT engine for this GPU and TensorRT version."""
+    from . import models as m
+
+    try:
+        path = m.build_engine(model, fp16=not fp32, max_batch=max_batch, force=force)
+    except Exception as exc:  # TensorRTUnavailable and build errors: say what is missing
+        raise click.ClickException(str(exc)) from exc
+    click.echo(str(path))
+
+
 from .synth import synth_command  # noqa: E402  (click only; the renderer loads when the command runs)
 
 cli.add_command(synth_command)
