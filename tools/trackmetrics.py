@@ -16,7 +16,10 @@ Definitions (Bernardin & Stiefelhagen 2008; Li et al. 2009; Ristani et al. 2016)
 - per frame, a ground-truth object keeps the hypothesis it was last matched to while their IoU
   stays >= the threshold; the others are paired by Hungarian assignment on IoU (>= threshold);
 - **IDSW**: a ground-truth object matched to a different hypothesis than the last one it was
-  matched to (in any earlier frame);
+  matched to (in any earlier frame); ``id_switches_after_gap`` counts those of them where the
+  object, since it was last matched, was absent from the ground truth for more than
+  ``gap_frames`` frames in a row (a tracker that forgets lost tracks after that many frames
+  gives a new id by design);
 - **fragmentation**: a ground-truth trajectory that was matched, then present but unmatched,
   then matched again (counted once per resumption);
 - **MOTA** = 1 - (FN + FP + IDSW) / ground-truth boxes; **MOTP** = mean IoU of the matches;
@@ -66,6 +69,7 @@ class TrackMetrics:
     false_positives: int
     misses: int
     id_switches: int
+    id_switches_after_gap: int
     fragmentations: int
     mota: float
     motp: float
@@ -84,7 +88,7 @@ class TrackMetrics:
     def __str__(self) -> str:
         return (
             f"GT tracks {self.gt_tracks}, predicted {self.pred_tracks}, IDSW {self.id_switches} "
-            f"({self.idsw_per_100:.2f}/100 tracks), Frag {self.fragmentations}, MOTA {self.mota:.3f}, "
+            f"({self.idsw_per_100:.2f}/100 tracks, {self.id_switches_after_gap} after long gaps), Frag {self.fragmentations}, MOTA {self.mota:.3f}, "
             f"MOTP {self.motp:.3f}, IDF1 {self.idf1:.3f}, FP {self.false_positives}, FN {self.misses}, "
             f"MT {self.mostly_tracked}, ML {self.mostly_lost}"
         )
@@ -93,8 +97,9 @@ class TrackMetrics:
 class MotAccumulator:
     """Collects per-frame matches; :meth:`summary` turns them into :class:`TrackMetrics`."""
 
-    def __init__(self, iou_threshold: float = 0.5) -> None:
+    def __init__(self, iou_threshold: float = 0.5, gap_frames: int | None = None) -> None:
         self.iou_threshold = float(iou_threshold)
+        self.gap_frames = gap_frames
         self.frames = 0
         self.gt_boxes = 0
         self.pred_boxes = 0
@@ -103,7 +108,10 @@ class MotAccumulator:
         self.fp = 0
         self.fn = 0
         self.idsw = 0
+        self.idsw_after_gap = 0
         self.frag = 0
+        self.last_present: dict[Hashable, int] = {}  # gt id -> frame index it was last present in
+        self.gap_since_match: dict[Hashable, int] = {}  # gt id -> longest absence since its last match
         self.last: dict[Hashable, Hashable] = {}  # gt id -> hypothesis it was last matched to
         self.interrupted: set[Hashable] = set()  # gt ids matched before, now unmatched
         self.present: dict[Hashable, int] = defaultdict(int)  # gt id -> frames present
@@ -121,6 +129,10 @@ class MotAccumulator:
         self.pred_boxes += len(pids)
         for g in gids:
             self.present[g] += 1
+            last = self.last_present.get(g)
+            if last is not None:
+                self.gap_since_match[g] = max(self.gap_since_match.get(g, 0), self.frames - last - 1)
+            self.last_present[g] = self.frames
         for p in pids:
             self.pred_ids.add(p)
             self.pred_frames[p] += 1
@@ -152,11 +164,14 @@ class MotAccumulator:
                     g, p = gids[gi], pids[pi]
                     if g in self.last and self.last[g] != p:
                         self.idsw += 1
+                        if self.gap_frames is not None and self.gap_since_match.get(g, 0) > self.gap_frames:
+                            self.idsw_after_gap += 1
 
         out = []
         for gi, pi in matched:
             g, p = gids[gi], pids[pi]
             self.last[g] = p
+            self.gap_since_match[g] = 0
             self.tracked[g] += 1
             self.matches += 1
             self.iou_sum += float(ious[gi, pi])
@@ -184,6 +199,7 @@ class MotAccumulator:
             false_positives=self.fp,
             misses=self.fn,
             id_switches=self.idsw,
+            id_switches_after_gap=self.idsw_after_gap,
             fragmentations=self.frag,
             mota=1.0 - (self.fn + self.fp + self.idsw) / self.gt_boxes if self.gt_boxes else 0.0,
             motp=self.iou_sum / self.matches if self.matches else 0.0,
@@ -214,10 +230,12 @@ _NONE = object()
 
 
 def evaluate(
-    frames: Iterable[tuple[Mapping[Hashable, Box], Mapping[Hashable, Box]]], iou_threshold: float = 0.5
+    frames: Iterable[tuple[Mapping[Hashable, Box], Mapping[Hashable, Box]]],
+    iou_threshold: float = 0.5,
+    gap_frames: int | None = None,
 ) -> TrackMetrics:
     """Metrics of a whole sequence given as ``(ground truth, predictions)`` pairs per frame."""
-    acc = MotAccumulator(iou_threshold)
+    acc = MotAccumulator(iou_threshold, gap_frames)
     for gt, pred in frames:
         acc.update(gt, pred)
     return acc.summary()
