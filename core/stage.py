@@ -48,7 +48,13 @@ class Stage:
         """Load models, open files. Runs before the stage receives anything."""
 
     def process(self, env: Envelope) -> Envelope | Sequence[Envelope] | None:
-        """Handle one envelope; return it (changed), several envelopes, or None to drop it."""
+        """Handle one envelope; return it (changed), several envelopes, or None to drop it.
+
+        A stage that does better on several envelopes at once (a detector batching the frames of
+        several cameras into one model call) may also define ``process_batch(envs)`` returning
+        one such result per envelope; the runtime then hands it up to ``params.batch_size`` of
+        what is queued whenever more than one envelope waits.
+        """
         return env
 
     def tick(self) -> Envelope | Sequence[Envelope] | None:

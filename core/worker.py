@@ -38,6 +38,8 @@ class Counters:
     frames_out: int = 0
     errors: int = 0
     stale: int = 0
+    batches: int = 0
+    batched_frames: int = 0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=1024))
     e2e_ms: deque = field(default_factory=lambda: deque(maxlen=1024))
 
@@ -136,6 +138,7 @@ class Worker:
         load_modules(spec.get("plugins", []))
         cls = stage_types()[spec["type"]]
         self.stage: Stage = cls(cls.Params(**spec.get("params", {})), self.ctx)
+        self.batching = callable(getattr(self.stage, "process_batch", None))
 
     # -- set-up and shared memory --------------------------------------------------------------
 
@@ -263,7 +266,11 @@ class Worker:
 
     def _work(self) -> None:
         """Process what is queued while downstream has room; let a source make a frame."""
+        batch_max = int(getattr(self.stage.params, "batch_size", 1) or 1)
         while self.inbound and self._room():
+            if self.batching and len(self.inbound) > 1 and batch_max > 1:
+                self._process_batch([self.inbound.popleft() for _ in range(min(batch_max, len(self.inbound)))])
+                continue
             env, token = self.inbound.popleft()
             self._process(env, token)
         if not isinstance(self.stage, Source) or self.state != "running":
@@ -287,7 +294,6 @@ class Worker:
 
     def _process(self, env: Envelope, token: Any) -> None:
         t_in = time.monotonic_ns()
-        in_ref = env.frame if isinstance(env.frame, FrameRef) else None
         read_before = self.ctx.frames_read
         try:
             result = self.stage.process(env)
@@ -298,8 +304,35 @@ class Worker:
             self.counters.errors += 1
             self.log.exception("failed on frame %s/%s", env.camera_id, env.frame_id)
             result = None
+        self._complete(env, token, result, t_in, self.ctx.frames_read > read_before)
+
+    def _process_batch(self, items: list[tuple[Envelope, Any]]) -> None:
+        """One ``process_batch`` call for what is queued (a detector batching several cameras)."""
+        t_in = time.monotonic_ns()
+        read_before = self.ctx.frames_read
+        envs = [env for env, _ in items]
+        try:
+            results = list(self.stage.process_batch(envs))  # type: ignore[attr-defined]
+            if len(results) != len(envs):
+                raise ValueError(f"process_batch returned {len(results)} results for {len(envs)} envelopes")
+        except StaleFrame:
+            self.counters.stale += len(envs)
+            results = [None] * len(envs)
+        except Exception:
+            self.counters.errors += len(envs)
+            self.log.exception("failed on a batch of %d frames", len(envs))
+            results = [None] * len(envs)
+        self.counters.batches += 1
+        self.counters.batched_frames += len(envs)
+        read = self.ctx.frames_read > read_before
+        for (env, token), result in zip(items, results):
+            self._complete(env, token, result, t_in, read)
+
+    def _complete(self, env: Envelope, token: Any, result: Any, t_in: int, frame_read: bool) -> None:
+        """Send a processed envelope's outputs on, release its frame, credit its link."""
+        in_ref = env.frame if isinstance(env.frame, FrameRef) else None
         outs = [] if result is None else [result] if isinstance(result, Envelope) else list(result)
-        if in_ref is not None and self.ctx.frames_read > read_before and not self.reader.still_valid(in_ref):
+        if in_ref is not None and frame_read and not self.reader.still_valid(in_ref):
             self.counters.stale += 1  # the frame changed under the stage: its result is void
             outs = []
         self.counters.frames_in += 1
@@ -413,6 +446,8 @@ class Worker:
             "pool": None if pool is None else {**vars(pool.stats), "in_use": pool.in_use(), "slots": pool.slots},
             "counters": dict(self.ctx.counters),
             "reorder_late": self.reorder.late if self.reorder else 0,
+            "batches": c.batches,
+            "batched_frames": c.batched_frames,
         }
 
     def _heartbeat(self) -> None:

@@ -10,11 +10,9 @@ Every stage appends its detections to those already in the envelope (a vehicle s
 plate stage, or the other way round) and sets ``vehicle`` on every plate: the index of the
 vehicle detection that contains it, or None.
 
-Batching: the runtime calls ``process`` once per envelope, so a model call holds the frame of
-one envelope (a frame of one camera). Each stage also has ``process_batch(envelopes)``, one model
-call for the frames of several envelopes (several cameras) in chunks of ``batch_size``: the
-runtime can use it once its worker hands over every queued envelope at once; until then,
-batching is per call and ``batch_size`` only matters to code that calls ``process_batch``.
+Batching: when several envelopes wait (several cameras), the runtime hands up to
+``batch_size`` of them to ``process_batch``, one model call for their frames; a lone envelope
+goes through ``process`` at once.
 """
 
 from __future__ import annotations

@@ -106,6 +106,27 @@ class Summary(Stage):
         return self._summary("flush")
 
 
+class BatchParams(StageParams):
+    batch_size: int = 8
+    delay_ms: float = 20.0
+
+
+class Batcher(Stage):
+    """Slow per call, so envelopes queue up; records how many each process_batch call got."""
+
+    type_name = "test.batcher"
+    Params = BatchParams
+
+    def process(self, env: Envelope) -> Envelope:
+        return self.process_batch([env])[0]
+
+    def process_batch(self, envs: list[Envelope]) -> list[Envelope]:
+        time.sleep(self.params.delay_ms / 1000)
+        for env in envs:
+            env.meta["batch"] = len(envs)
+        return envs
+
+
 @hookimpl
 def alpr_topo_stage_types() -> list[type[Stage]]:
-    return [Fault, Tagger, OrderCheck, Summary]
+    return [Fault, Tagger, OrderCheck, Summary, Batcher]

@@ -325,3 +325,22 @@ def test_tick_and_flush_let_a_stage_emit_without_input(start_run, tmp_path: Path
     assert summaries[-1]["meta"]["why"] == "flush"
     frames = [f for s in summaries for f in s["meta"]["frames"]]
     assert sorted(frames) == list(range(200))  # every frame summarised exactly once, the last ones by flush
+
+
+def test_queued_envelopes_of_several_cameras_are_batched(start_run, tmp_path: Path) -> None:
+    run = start_run("""
+name: batch
+plugins: [runtime_plugins]
+stages:
+  cam1: {type: source.test_pattern, params: {width: 64, height: 48, fps: 0, count: 150, camera_id: one}}
+  cam2: {type: source.test_pattern, params: {width: 64, height: 48, fps: 0, count: 150, camera_id: two}}
+  det: {type: test.batcher, inputs: [cam1, cam2], params: {batch_size: 4, delay_ms: 20}}
+  out: {type: sink.jsonl, inputs: [det], params: {path: out/frames.jsonl, check_stamps: true}}
+""")
+    assert run.wait() == 0, run.output()
+    records = read_jsonl(tmp_path / "out/frames.jsonl")
+    assert len(records) == 300 and all(r["stamp"] == r["frame_id"] for r in records)
+    sizes = Counter(r["meta"]["batch"] for r in records)
+    assert max(sizes) == 4 and sizes[4] > 100, sizes  # the slow stage took what was queued, up to batch_size
+    batched = [r for r in records if r["meta"]["batch"] > 1]
+    assert {r["camera_id"] for r in batched} == {"one", "two"}
