@@ -17,11 +17,5 @@ STAGE_MODULES = ("testing", "capture", "synthetic", "detect", "track", "ocr", "d
 def alpr_topo_stage_types() -> list[type[Stage]]:
     found: list[type[Stage]] = []
     for name in STAGE_MODULES:
-        try:
-            module = importlib.import_module(f"alpr_topo.stages.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"alpr_topo.stages.{name}":
-                raise
-            continue  # TODO(issue 3): remove once every module above exists
-        found.extend(module.STAGE_TYPES)
+        found.extend(importlib.import_module(f"alpr_topo.stages.{name}").STAGE_TYPES)
     return found
