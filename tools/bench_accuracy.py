@@ -187,7 +187,9 @@ def run(dataset: str, topology: str | None = None, limit: int | None = None,
                     reads = [(p, _iou(p["box"], truth.box)) for p in env.plates if p.get("box") is not None]
                     reads = [(p, v) for p, v in reads if v > IOU_MIN]
                     if reads:
-                        read = str(max(reads, key=lambda pv: pv[1])[0].get("text") or "")
+                        best = max(reads, key=lambda pv: pv[1])[0]
+                        # the OCR stage's region-corrected text when it gives one, else its raw read
+                        read = str(best.get("normalized") or best.get("text") or "")
                     ok = read is not None and normalize_plate(read) == normalize_plate(truth.text)
                     read_ok += ok
                     if not ok:
