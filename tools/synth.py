@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import re
 import time
 from typing import Any, Callable
@@ -293,7 +294,7 @@ def synth_command(video: str | None, truth: str | None, images: str | None, ever
 
     last = [0.0]
     started = time.monotonic()
-    tty = click.get_text_stream("stderr").isatty()
+    tty = sys.stderr.isatty()
 
     def progress(done: int, total: int | None) -> None:
         now = time.monotonic()
