@@ -307,8 +307,14 @@ class Supervisor:
 
     def _after_ready(self, inst: Instance) -> None:
         if self.shutting_down and not self.topo.stages[inst.stage].inputs:
-            inst.expected_exit = True
-            self._send(inst, {"t": "drain"})  # a source restarted during shutdown: do not produce
+            self._drain(inst)  # a source restarted during shutdown: do not produce
+
+    def _drain(self, inst: Instance) -> None:
+        """Ask an instance to finish what it holds and exit; its exit is then not a crash."""
+        inst.state = "draining"
+        inst.drain_since = time.monotonic()
+        inst.expected_exit = True
+        self._send(inst, {"t": "drain"})
 
     def _update_stats(self, inst: Instance, stats: dict[str, Any]) -> None:
         now = time.monotonic()
@@ -430,10 +436,7 @@ class Supervisor:
                 continue
             for inst in self.instances.values():
                 if inst.stage == stage and inst.state != "draining" and inst.state != "starting":
-                    inst.state = "draining"
-                    inst.drain_since = time.monotonic()
-                    inst.expected_exit = True
-                    self._send(inst, {"t": "drain"})
+                    self._drain(inst)
             for (name, _), slot in self.slots.items():
                 if name == stage:
                     slot.restart_due = None
@@ -499,10 +502,7 @@ class Supervisor:
             assert job.new is not None
             if job.new.state == "paused":  # set up, connected, waiting: now hand over
                 if job.old is not None and job.old.instance in self.instances:
-                    job.old.state = "draining"
-                    job.old.drain_since = time.monotonic()
-                    job.old.expected_exit = True
-                    self._send(job.old, {"t": "drain"})
+                    self._drain(job.old)
                 job.phase = "draining"
             elif time.monotonic() - job.new.started > self.cfg["startup_timeout_s"]:
                 job.error = f"the new instance of '{job.stage}' did not become ready in time"
