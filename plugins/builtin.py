@@ -10,7 +10,7 @@ import importlib
 from ..core.stage import Stage
 from .hookspecs import hookimpl
 
-STAGE_MODULES = ("testing", "capture", "synthetic", "detect", "track", "ocr", "dedup", "publish")
+STAGE_MODULES = ("testing", "capture", "synthetic", "detect", "track", "ocr", "dedup", "publish", "publish_kafka")
 
 
 @hookimpl
