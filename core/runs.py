@@ -51,6 +51,16 @@ class RunDir:
     def specs(self) -> Path:
         return self.path / "specs"
 
+    @property
+    def taps(self) -> Path:
+        """Preview JPEGs and latest events written by the workers for the status page (core/taps.py)."""
+        return self.path / "taps"
+
+    @property
+    def webui_file(self) -> Path:
+        """Where the status page's address and token are kept while it runs (mode 0600)."""
+        return self.path / "webui.json"
+
     def read_info(self) -> dict[str, Any] | None:
         try:
             return json.loads(self.info_file.read_text())

@@ -2,8 +2,8 @@
 
 It never touches frames. It spawns workers (``python -m alpr_topo.core.worker SPEC``) in their own
 session (a terminal Ctrl-C reaches only the supervisor, which then drains the graph in order),
-reads their heartbeats on a ZeroMQ ROUTER, and answers the CLI on another (``status``, ``swap``,
-``restart``, ``down``).
+reads their heartbeats on a ZeroMQ ROUTER, and answers the CLI and the status page on another
+(``status``, ``swap``, ``restart``, ``stop``, ``start``, ``down``, ``topology``, ``metrics``).
 
 Shutdown is a drain in topological order: sources stop first; a stage is asked to drain once every
 instance of its upstream stages has exited, so everything in flight reaches the sinks. A finite
@@ -27,6 +27,7 @@ import psutil
 import zmq
 
 from .framepool import segment_prefix, unlink_segments
+from .metrics import totals
 from .plugins import stage_types
 from .runs import RunDir
 from .topology import StageDecl, Topology
@@ -79,6 +80,8 @@ class ReplicaSlot:
     restart_times: list[float] = field(default_factory=list)
     restart_due: float | None = None
     failed: bool = False
+    stopped: bool = False  # stopped on request (`stop`): not restarted until `start`
+    retired: dict[str, Any] = field(default_factory=dict)  # counters of its exited processes, for /metrics
 
 
 @dataclass
@@ -101,7 +104,7 @@ class Supervisor:
     """
 
     def __init__(self, topology: Topology, duration: float | None = None, console_level: str = "WARNING",
-                 host: str | None = None) -> None:
+                 host: str | None = None, log_format: str = "text") -> None:
         if host is not None and host not in topology.hosts:
             known = ", ".join(topology.hosts) or "none: the topology has no hosts section"
             raise ValueError(f"unknown host '{host}' (hosts of {topology.path}: {known})")
@@ -110,6 +113,7 @@ class Supervisor:
         self.run = RunDir(self.run_id)
         self.duration = duration
         self.console_level = console_level
+        self.log_format = log_format
         self.cfg = topology.supervisor
         self.slots: dict[tuple[str, int], ReplicaSlot] = {
             (name, r): ReplicaSlot() for name, decl in topology.stages.items() for r in range(decl.replicas)
@@ -164,7 +168,8 @@ class Supervisor:
                 if self.swap is not None:
                     self._advance_swap()
                 if not self.shutting_down:
-                    if self.flowing_since is None and all(s.current and s.current.state == "running" for s in self.slots.values()):
+                    if self.flowing_since is None and all(s.stopped or (s.current and s.current.state == "running")
+                                                          for s in self.slots.values()):
                         self.flowing_since = time.monotonic()
                         log.info("every stage is up after %.1f s", self.flowing_since - self.started)
                     if (self.duration is not None and self.flowing_since is not None
@@ -271,6 +276,7 @@ class Supervisor:
             "plugins": topo.plugins,
             "paused": paused,
             "log_file": str(self.run.logs / f"{stage}.{replica}.log"),
+            "log_format": self.log_format,
             "console_level": self.console_level,
         }
 
@@ -352,13 +358,15 @@ class Supervisor:
             self._on_exit(inst, code)
 
     def _on_exit(self, inst: Instance, code: int) -> None:
+        self._on_control()  # its last message (exit, with its final counters) before it is filed away
         del self.instances[inst.instance]
         self.finished[inst.instance] = inst
+        slot = self.slots[(inst.stage, inst.replica)]
+        slot.retired = totals([slot.retired, inst.stats])
         removed = unlink_segments(segment_prefix(self.run_id, inst.stage, inst.pid))
         inst.state = "stopped" if inst.expected_exit else "crashed"
         if removed and code != 0:
             log.info("removed %d shared-memory segment(s) left by %s", len(removed), inst.instance)
-        slot = self.slots[(inst.stage, inst.replica)]
         if inst.expected_exit or self.hard_stop:  # asked to stop (drain, restart, swap): not a crash
             if slot.current is inst:
                 slot.current = None
@@ -550,6 +558,14 @@ class Supervisor:
                 self._reply(identity, {"ok": False, "error": error})
         elif cmd == "restart":
             self._reply(identity, self.restart_stage(request["stage"]))
+        elif cmd == "stop":
+            self._reply(identity, self.stop_stage(request["stage"]))
+        elif cmd == "start":
+            self._reply(identity, self.start_stage(request["stage"]))
+        elif cmd == "topology":
+            self._reply(identity, {"ok": True, **self.describe()})
+        elif cmd == "metrics":
+            self._reply(identity, {"ok": True, "status": self.status(), "replicas": self.replica_totals()})
         elif cmd == "down":
             self._reply(identity, {"ok": True, "pid": os.getpid()})
             self.shutdown(hard=bool(request.get("hard")))
@@ -567,6 +583,41 @@ class Supervisor:
                 inst.proc.kill()
                 slot.current = None
                 slot.restart_due = time.monotonic()
+            if name == stage:
+                slot.stopped = False
+        return {"ok": True, "stage": stage}
+
+    def stop_stage(self, stage: str) -> dict[str, Any]:
+        """Drain every replica of a stage (it finishes what it holds) and keep it stopped until
+        `start`. Upstream stages then queue up to their limits and backpressure reaches the sources."""
+        if stage not in self.topo.stages:
+            return {"ok": False, "error": f"no stage named '{stage}'"}
+        if self.swap is not None and self.swap.stage == stage:
+            return {"ok": False, "error": f"'{stage}' is being swapped"}
+        for (name, _), slot in self.slots.items():
+            if name == stage:
+                slot.stopped = True
+                slot.restart_due = None
+                if slot.current is not None and slot.current.state != "draining":
+                    self._drain(slot.current)
+        log.warning("stopping '%s' on request", stage)
+        return {"ok": True, "stage": stage}
+
+    def start_stage(self, stage: str) -> dict[str, Any]:
+        """Start the replicas of a stage stopped by `stop` again."""
+        if stage not in self.topo.stages:
+            return {"ok": False, "error": f"no stage named '{stage}'"}
+        if self.shutting_down:
+            return {"ok": False, "error": "the run is shutting down"}
+        slots = [(replica, slot) for (name, replica), slot in self.slots.items() if name == stage]
+        if not any(slot.stopped for _, slot in slots):
+            return {"ok": False, "error": f"'{stage}' is not stopped"}
+        if any(i.stage == stage for i in self.instances.values()):
+            return {"ok": False, "error": f"'{stage}' is still stopping; try again in a moment"}
+        for replica, slot in slots:
+            slot.stopped = False
+            self._spawn(stage, replica, parity=1 - self._last_parity(stage, replica), paused=False)
+        log.warning("starting '%s' again on request", stage)
         return {"ok": True, "stage": stage}
 
     def _reply(self, identity: bytes, body: dict[str, Any]) -> None:
@@ -620,6 +671,29 @@ class Supervisor:
             "swap": self.swap.stage if self.swap else None,
             "stages": rows,
         }
+
+    def describe(self) -> dict[str, Any]:
+        """The graph as it runs now (types and parameters change with swaps) and the stage types a
+        swap may choose from, for the status page."""
+        types = stage_types()
+        stages = [{
+            "name": name,
+            "type": decl.type,
+            "inputs": list(decl.inputs),
+            "replicas": decl.replicas,
+            "params": decl.params,
+            "host": decl.host,
+            "source": bool(types[decl.type].is_source) if decl.type in types else not decl.inputs,
+            "here": (name, 0) in self.slots,
+        } for name in self.topo.order() for decl in [self.topo.stages[name]]]
+        return {"name": self.run_id, "stages": stages, "types": [cls.describe() for cls in types.values()]}
+
+    def replica_totals(self) -> list[dict[str, Any]]:
+        """Counters per stage replica over every process that ran there (see core/metrics.py)."""
+        return [{"stage": stage, "replica": replica,
+                 "totals": totals([slot.retired, *(i.stats for i in self.instances.values()
+                                                  if i.stage == stage and i.replica == replica)])}
+                for (stage, replica), slot in self.slots.items()]
 
     def totals(self) -> dict[str, dict[str, int]]:
         """Frames in/out per stage over every instance that ever ran (for the end-of-run summary)."""

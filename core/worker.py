@@ -15,6 +15,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -24,9 +25,12 @@ import zmq
 from .context import StageContext
 from .envelope import Envelope, FrameRef
 from .framepool import FramePool, PoolReader, StaleFrame, segment_prefix
+from .logs import configure_worker_logging, frame_context
+from .metrics import Histogram
 from .plugins import load_modules, plugin_manager, stage_types
 from .reorder import Reorderer
 from .stage import Source, Stage
+from .taps import Taps
 from .transport import GroupSpec, InputPort, OutputPort, readable
 
 HEARTBEAT_S = 0.5
@@ -42,6 +46,17 @@ class Counters:
     batched_frames: int = 0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=1024))
     e2e_ms: deque = field(default_factory=lambda: deque(maxlen=1024))
+    latency_hist: Histogram = field(default_factory=Histogram)  # for /metrics (adds up across processes)
+    e2e_hist: Histogram = field(default_factory=Histogram)
+    cameras: dict[str, list[int]] = field(default_factory=dict)  # camera -> [frames in, frames out]
+    first_out_at: float | None = None  # wall clock of the first and the latest output (throughput over a run)
+    last_out_at: float | None = None
+
+    def camera(self, camera_id: str) -> list[int]:
+        seen = self.cameras.get(camera_id)
+        if seen is None:
+            seen = self.cameras[camera_id] = [0, 0]
+        return seen
 
     def percentiles(self, samples: deque) -> tuple[float | None, float | None]:
         if not samples:
@@ -139,6 +154,8 @@ class Worker:
         cls = stage_types()[spec["type"]]
         self.stage: Stage = cls(cls.Params(**spec.get("params", {})), self.ctx)
         self.batching = callable(getattr(self.stage, "process_batch", None))
+        self.taps = Taps(Path(spec["rundir"]) / "taps", self.name, int(spec["replica"]), sink=self.output is None) \
+            if not isinstance(self.stage, Source) else None
 
     # -- set-up and shared memory --------------------------------------------------------------
 
@@ -175,6 +192,8 @@ class Worker:
                     self._emit_from(self.stage.tick, "tick")
                     self._heartbeat()
                     next_beat = now + HEARTBEAT_S
+                    if self.taps is not None:
+                        self.taps.check_wanted()
                     if os.getppid() != self.parent:
                         self.log.warning("supervisor is gone; stopping")
                         break
@@ -203,8 +222,10 @@ class Worker:
     def _poll_timeout_ms(self) -> int:
         if self.inbound and self._room():
             return 0
-        if isinstance(self.stage, Source) and self.state == "running" and not self.stage.finished:
+        if isinstance(self.stage, Source) and self.state == "running" and not self.stage.finished and self._can_produce():
             return int(max(0.0, min(0.05, self.stage.wait_s())) * 1000)
+        # a source blocked on credits or slots waits like any stage: the credit or the release that
+        # frees it arrives on a polled socket (a zero timeout here spun a whole core)
         return 20 if self.reorder is not None and self.reorder.held() else 50
 
     def _on_readable(self, sock: zmq.Socket) -> None:
@@ -264,10 +285,21 @@ class Worker:
     def _room(self) -> bool:
         return self.output is None or self.output.has_room()
 
+    def _can_produce(self) -> bool:
+        """A source may make a frame: downstream has credit and its pool a slot (or it drops)."""
+        pool = self.ctx._pool
+        return self._room() and (pool is None or pool.when_full == "drop" or pool.free_slots() > 0)
+
     def _work(self) -> None:
-        """Process what is queued while downstream has room; let a source make a frame."""
+        """Process what is queued while downstream has room; let a source make a frame.
+
+        Returns to the loop after a heartbeat interval even with frames still queued: a slow
+        stage (a CPU detector at a second per frame) must keep its heartbeats, or the supervisor
+        takes it for hung.
+        """
         batch_max = int(getattr(self.stage.params, "batch_size", 1) or 1)
-        while self.inbound and self._room():
+        deadline = time.monotonic() + HEARTBEAT_S
+        while self.inbound and self._room() and time.monotonic() < deadline:
             if self.batching and len(self.inbound) > 1 and batch_max > 1:
                 self._process_batch([self.inbound.popleft() for _ in range(min(batch_max, len(self.inbound)))])
                 continue
@@ -280,8 +312,7 @@ class Worker:
                 self.finished_sent = True
                 self._send_control({"t": "finished"})
             return
-        pool = self.ctx._pool
-        if self._room() and (pool is None or pool.when_full == "drop" or pool.free_slots() > 0):
+        if self._can_produce():
             t_in = time.monotonic_ns()
             try:
                 env = self.stage.produce()
@@ -295,6 +326,7 @@ class Worker:
     def _process(self, env: Envelope, token: Any) -> None:
         t_in = time.monotonic_ns()
         read_before = self.ctx.frames_read
+        frame_context(env.camera_id, env.frame_id, env.meta)  # log lines of this call name the frame
         try:
             result = self.stage.process(env)
         except StaleFrame:
@@ -304,6 +336,7 @@ class Worker:
             self.counters.errors += 1
             self.log.exception("failed on frame %s/%s", env.camera_id, env.frame_id)
             result = None
+        frame_context(None)
         self._complete(env, token, result, t_in, self.ctx.frames_read > read_before)
 
     def _process_batch(self, items: list[tuple[Envelope, Any]]) -> None:
@@ -336,6 +369,9 @@ class Worker:
             self.counters.stale += 1  # the frame changed under the stage: its result is void
             outs = []
         self.counters.frames_in += 1
+        self.counters.camera(env.camera_id)[0] += 1
+        if self.taps is not None:
+            self.taps.after(env, outs, self.reader)  # before _emit: the input frame is still ours
         self._emit(outs, t_in, in_ref)
         if self.input is not None and token is not None:
             self.input.credit(token)
@@ -357,9 +393,15 @@ class Worker:
             t_out = time.monotonic_ns()
             out.stamps.append((self.name, t_in, t_out))
             self.counters.latencies_ms.append((t_out - t_in) / 1e6)
+            self.counters.latency_hist.observe((t_out - t_in) / 1e9)
             if out.stamps:
                 self.counters.e2e_ms.append((t_out - out.stamps[0][1]) / 1e6)
+                self.counters.e2e_hist.observe((t_out - out.stamps[0][1]) / 1e9)
             self.counters.frames_out += 1
+            self.counters.camera(out.camera_id)[1] += 1
+            self.counters.last_out_at = time.time()
+            if self.counters.first_out_at is None:
+                self.counters.first_out_at = self.counters.last_out_at
             if self.output is not None:
                 self.output.put(out)
         if in_ref is not None and (not passed_on or self.output is None):
@@ -448,6 +490,10 @@ class Worker:
             "reorder_late": self.reorder.late if self.reorder else 0,
             "batches": c.batches,
             "batched_frames": c.batched_frames,
+            "first_out_at": c.first_out_at,
+            "last_out_at": c.last_out_at,
+            "cameras": {camera: list(seen) for camera, seen in c.cameras.items()},
+            "hist": {"latency": c.latency_hist.to_wire(), "e2e": c.e2e_hist.to_wire()},
         }
 
     def _heartbeat(self) -> None:
@@ -480,14 +526,7 @@ class Worker:
 
 
 def configure_logging(spec: dict[str, Any]) -> None:
-    fmt = f"%(asctime)s %(levelname)s [{spec['stage']}.{spec['replica']}] %(message)s"
-    handlers: list[logging.Handler] = []
-    if spec.get("log_file"):
-        handlers.append(logging.FileHandler(spec["log_file"]))
-    console = logging.StreamHandler(sys.stderr)
-    console.setLevel(spec.get("console_level", "WARNING"))
-    handlers.append(console)
-    logging.basicConfig(level=logging.INFO, format=fmt, handlers=handlers, force=True)
+    configure_worker_logging(spec)  # text or JSON lines, with the frame being processed (core/logs.py)
 
 
 def main(argv: list[str] | None = None) -> int:

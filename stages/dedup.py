@@ -262,8 +262,21 @@ class DedupStage(Stage):
         cam.groups += 1
         return ("u", cam.groups)
 
+    def _adopt_untracked(self, cam: Camera, key: Key, normalized: str) -> None:
+        """A tracked read takes in an open untracked passage with a similar text.
+
+        A tracker confirms a track only after a few frames; the reads of those first frames come
+        without a track id and would otherwise end as a second passage of the same plate.
+        """
+        groups = [(text, p) for p in cam.passages.values() if p.key[0] == "u" and p.kept is None for text in p.texts()]
+        found = best_match(normalized, groups, self.params.similarity)
+        if found is not None:
+            self._merge(cam, found[0], key)
+            self.ctx.count("untracked_adopted")
+
     def _merge(self, cam: Camera, src: Passage, key: Key) -> None:
-        """A plate track's reads join its vehicle's passage once the plate is seen inside it."""
+        """``src``'s reads join the passage ``key`` (a plate track's into its vehicle's, once the
+        plate is seen inside it; an untracked passage into the track that turned up)."""
         dst = cam.passages.get(key)
         if dst is not None and dst.kept is not None:
             return
@@ -306,6 +319,8 @@ class DedupStage(Stage):
         key = self._key(cam, plate_track, vehicle_track, normalized)
         if key is None:
             return False
+        if key[0] != "u" and normalized:
+            self._adopt_untracked(cam, key, normalized)
         t = float(env.captured_at)
         passage = cam.passages.get(key)
         if passage is None:

@@ -21,6 +21,8 @@ __all__ = ["Read", "Vote", "quality_score", "vote", "similarity", "best_match"]
 
 T = TypeVar("T")
 
+CUT_FACTOR = 0.2  # quality factor of a read whose plate touches the frame's edge
+
 
 @dataclass(slots=True)
 class Read:
@@ -59,7 +61,8 @@ def quality_score(quality: Mapping[str, Any] | None, ref_width: float = 120.0, r
     size: ``width / ref_width`` capped at 1; sharpness (the OCR stage's variance of the Laplacian
     at 64 px crop height: a few hundred for soft crops, thousands for crisp ones):
     ``0.5 + 0.5 * min(1, sharpness / ref_sharpness)`` so a soft but large crop still counts;
-    angle (degrees): ``cos(angle)``. The product, at least 0.05.
+    angle (degrees): ``cos(angle)``; ``cut`` (the plate touches the frame's edge, so characters
+    may be missing): ``CUT_FACTOR``. The product, at least 0.05.
     """
     if not quality:
         return 1.0
@@ -73,6 +76,8 @@ def quality_score(quality: Mapping[str, Any] | None, ref_width: float = 120.0, r
     angle = _num(quality.get("angle"))
     if angle is not None:
         score *= max(0.0, math.cos(math.radians(min(abs(angle), 90.0))))
+    if quality.get("cut"):
+        score *= CUT_FACTOR
     return max(0.05, min(1.0, score))
 
 
@@ -122,6 +127,7 @@ def vote(reads: Sequence[Read], region_bonus: float = 2.0, region_min_share: flo
         n = len(r.normalized)
         by_len[n] = by_len.get(n, 0.0) + weight(r)
         best_single[n] = max(best_single.get(n, 0.0), weight(r))
+
     length = _argmax(by_len, best_single)
     same = [r for r in candidates if len(r.normalized) == length]
     len_total = by_len[length]

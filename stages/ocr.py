@@ -122,14 +122,19 @@ def build_reader(p: OcrParams, regions: RegionSet | None = None) -> Reader:
     return PaddleReader(threads=p.threads)
 
 
+CUT_PENALTY = 0.2  # a plate touching the frame's edge is often cut: its read may miss characters
+
+
 def shot_score(quality: dict[str, float]) -> float:
     """0..1: how good a crop is for reading, before reading it: height (up to 64 px), sharpness
-    (variance of the Laplacian at 64 px height) and tilt."""
+    (variance of the Laplacian at 64 px height), tilt, and whether the plate touches the frame's
+    edge (a vehicle entering or leaving: characters may be missing)."""
     size = min(float(quality.get("height", 0)), 64.0) / 64.0
     s = float(quality.get("sharpness", 0.0))
     sharp = s / (s + 150.0)
     angle = math.cos(math.radians(min(abs(float(quality.get("angle", 0.0))), 60.0)))
-    return size * sharp * angle
+    cut = CUT_PENALTY if quality.get("cut") else 1.0
+    return size * sharp * angle * cut
 
 
 @dataclass
@@ -199,6 +204,8 @@ class OcrStage(Stage):
                 self.ctx.count("plates_too_small")
                 continue
             quality = prep.quality(base)
+            if prep.touches_edge(box, frame.shape):
+                quality["cut"] = 1.0  # part of the plate may lie outside the frame: a weak shot
             shot = shot_score(quality)
             tid = det.get("track_id")
             st = self.tracks.get((env.camera_id, int(tid))) if tid is not None else None

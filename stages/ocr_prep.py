@@ -51,6 +51,13 @@ def quality(crop: np.ndarray) -> dict[str, float]:
     return {"sharpness": round(sharp, 2), "width": int(w), "height": int(h), "angle": round(float(angle), 2)}
 
 
+def touches_edge(box: Sequence[float], shape: Sequence[int], margin: float = 2.0) -> bool:
+    """True when a box reaches within ``margin`` pixels of the frame's border."""
+    h, w = shape[:2]
+    x1, y1, x2, y2 = box[:4]
+    return x1 <= margin or y1 <= margin or x2 >= w - margin or y2 >= h - margin
+
+
 def clahe(img: np.ndarray, clip: float = 2.0, tiles: int = 4) -> np.ndarray:
     """Local contrast (CLAHE) on the lightness channel: dark, hazy or back-lit plates."""
     op = cv2.createCLAHE(clipLimit=clip, tileGridSize=(tiles, max(1, tiles // 2)))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from services_fixtures import services  # noqa: F401  (session fixture: local Kafka, PostgreSQL, MinIO, ...)
 
 TESTS = Path(__file__).resolve().parent
 SHARED = TESTS.parent.parent / "shared"

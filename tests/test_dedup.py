@@ -16,7 +16,7 @@ from alpr_topo.core.envelope import Envelope, decode, encode
 from alpr_topo.core.testing import StageHarness
 from alpr_topo.stages import events
 from alpr_topo.stages.dedup import DedupStage
-from alpr_topo.stages.dedup_vote import Read, best_match, quality_score, similarity, vote
+from alpr_topo.stages.dedup_vote import CUT_FACTOR, Read, best_match, quality_score, similarity, vote
 
 T0 = 1714564801.0
 CROP = cv2.imencode(".jpg", np.full((24, 96, 3), 220, np.uint8))[1].tobytes()
@@ -223,6 +223,26 @@ def test_untracked_reads_are_grouped_by_text(driver):
     d.feed("cam1", T0 + 3)
     got = sorted((e["plate"]["normalized_text"], e["reads"], e["track_id"]) for e in d.events())
     assert got == [("5XYZ999", 3, None), ("7ABC123", 3, None)]
+
+
+def test_reads_before_the_track_is_confirmed_join_the_track(driver):
+    """A tracker gives an id only after a few frames: those first reads are the same passage."""
+    d = driver()
+    d.feed("cam1", T0, [plate("7ABC123", track=None)])
+    d.feed("cam1", T0 + 0.1, [plate("7ABC128", track=None)])
+    d.feed("cam1", T0 + 0.2, [plate("5XYZ999", track=None)])  # another plate: stays apart
+    for i in range(3):
+        d.feed("cam1", T0 + 0.3 + i * 0.1, [plate("7ABC123", track=4)])
+    d.feed("cam1", T0 + 3)
+    got = sorted((e["plate"]["normalized_text"], e["reads"], e["track_id"]) for e in d.events())
+    assert got == [("7ABC123", 5, 4)]  # 5XYZ999 had one read: below min_reads, dropped
+    assert d.h.counters.get("untracked_adopted", 0) >= 1
+
+
+def test_plate_touching_the_frame_edge_reads_weakly():
+    full = quality_score({"width": 120, "sharpness": 500})
+    cut = quality_score({"width": 120, "sharpness": 500, "cut": 1.0})
+    assert cut == pytest.approx(full * CUT_FACTOR)
 
 
 def test_min_reads_and_min_confidence(driver):

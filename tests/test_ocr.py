@@ -426,3 +426,12 @@ def test_stage_passes_envelopes_without_plates():
         env = h.frame_envelope(np.zeros((40, 60, 3), np.uint8), detections=[_det([0, 0, 30, 20], kind="vehicle")])
         out = h.process(env)
         assert out[0].plates == [] and h.ctx.frames_read == 0
+
+
+def test_a_plate_touching_the_frame_edge_is_a_weak_shot():
+    """A vehicle entering or leaving shows part of its plate: such a crop must not be the best shot."""
+    shape = (720, 1280, 3)
+    assert not prep.touches_edge([100, 100, 220, 140], shape)
+    assert prep.touches_edge([0, 100, 120, 140], shape) and prep.touches_edge([1200, 680, 1280, 720], shape)
+    q = {"height": 40, "sharpness": 400.0, "angle": 0.0}
+    assert shot_score({**q, "cut": 1.0}) < 0.5 * shot_score(q)

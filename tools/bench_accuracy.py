@@ -5,8 +5,8 @@ The folder is in the OpenALPR benchmark layout (DESIGN.md, a contract): images, 
 
 The detect and OCR stages of a topology (stage types ``detect.*`` and ``ocr.*``, in the
 topology's order; sources and sinks are left out) run in this process, through their classes'
-``setup / process / teardown``, on each image in turn. Without a topology the embedded default
-runs: ``detect.plates`` with its default parameters.
+``setup / process / teardown``, on each image in turn. Without a topology those of the embedded
+default, ``topologies/cpu.yaml``, run.
 
 * ``detection_recall``: share of ground-truth plates with a plate detection (kind ``plate`` in
   ``env.detections``) of IoU > 0.4.
@@ -20,7 +20,6 @@ runs: ``detect.plates`` with its default parameters.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import time
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from .bench_run import DEFAULT_TOPOLOGY, InProcess, inline
 
 __all__ = ["IMAGE_SUFFIXES", "Truth", "load_dataset", "main_text", "normalize_plate", "run"]
 
@@ -86,72 +87,35 @@ class _Chain:
     """The detect/OCR stages of a topology, instantiated in this process."""
 
     def __init__(self, topology: str | None) -> None:
-        from ..core.plugins import stage_types
+        from ..core.topology import load
 
-        if topology is None:
-            decls = [("plates", "detect.plates", {})]
-            self.label = "embedded default (detect.plates)"
-        else:
-            from ..core.topology import load
-
-            topo = load(topology)
-            decls = [(name, topo.stages[name].type, topo.stages[name].params) for name in topo.order()
-                     if topo.stages[name].type.split(".")[0] in FAMILIES]
-            if not decls:
-                raise ValueError(f"{topology} has no detect.* or ocr.* stage to measure")
-            self.label = f"{topology}: " + ", ".join(f"{n} ({t})" for n, t, _ in decls)
+        path = str(topology or DEFAULT_TOPOLOGY)
+        topo = load(path)
+        decls = [(name, topo.stages[name].type, topo.stages[name].params) for name in topo.order()
+                 if topo.stages[name].type.split(".")[0] in FAMILIES]
+        if not decls:
+            raise ValueError(f"{path} has no detect.* or ocr.* stage to measure")
+        self.label = ("embedded default: " if topology is None else f"{path}: ") + \
+            ", ".join(f"{n} ({t})" for n, t, _ in decls)
         self.types = [t for _, t, _ in decls]
         self.has_ocr = any(t.split(".")[0] == "ocr" for t in self.types)
-        self.stages = []
-        from ..core.context import StageContext
-        from ..core.framepool import PoolReader
-
-        known = stage_types()  # after loading the topology: its `plugins:` may add types
-        for name, type_name, params in decls:
-            cls = known[type_name]
-            ctx = StageContext(name=name, type_name=type_name, replica=0, instance=f"{name}.0", run="bench-accuracy",
-                               log=logging.getLogger(f"alpr_topo.bench.{name}"), reader=PoolReader(),
-                               make_pool=_no_pool)
-            self.stages.append(cls(cls.Params(**params), ctx))
+        self.chain = InProcess(decls, run="bench-accuracy")
 
     def __enter__(self) -> "_Chain":
-        self.ready = []
-        try:
-            for stage in self.stages:
-                stage.setup()
-                self.ready.append(stage)
-        except BaseException:
-            self.__exit__()
-            raise
+        self.chain.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for stage in reversed(self.ready):
-            try:
-                stage.teardown()
-            finally:
-                stage.ctx.reader.close()
+        self.chain.__exit__()
 
     def run(self, image: np.ndarray, frame_id: int) -> tuple[Any, float]:
         """The envelope after every stage, and the seconds spent in their ``process``."""
-        from ..core.envelope import Envelope, InlineFrame
+        from ..core.envelope import Envelope
 
-        image = np.ascontiguousarray(image)
-        env = Envelope(camera_id="bench", frame_id=frame_id,
-                       frame=InlineFrame(image.tobytes(), tuple(image.shape), str(image.dtype)))
-        spent = 0.0
-        for stage in self.stages:
-            t0 = time.perf_counter()
-            out = stage.process(env)
-            spent += time.perf_counter() - t0
-            if out is None or (isinstance(out, (list, tuple)) and not out):
-                return env, spent  # dropped: what it had found so far counts
-            env = out if not isinstance(out, (list, tuple)) else out[0]
-        return env, spent
-
-
-def _no_pool() -> Any:
-    raise RuntimeError("a detect/OCR stage asked for its own frame pool; bench accuracy does not provide one")
+        env = Envelope(camera_id="bench", frame_id=frame_id, frame=inline(image))
+        t0 = time.perf_counter()
+        outs = list(self.chain.feed(env))
+        return (outs[0] if outs else env), time.perf_counter() - t0
 
 
 def run(dataset: str, topology: str | None = None, limit: int | None = None,

@@ -28,15 +28,22 @@ def resolve_topology(path: str) -> str:
     return path
 
 
-def load_or_exit(path: str, host: str | None = None):
+def load_or_exit(path: str, host: str | None = None, input_uri: str | None = None):
+    """The checked topology, or its problems printed and exit 1. ``input_uri`` replaces its source."""
     from ..core.topology import TopologyError, load
 
     try:
-        return load(resolve_topology(path), host=host)
+        if input_uri is None:
+            return load(resolve_topology(path), host=host)
+        from ..core.overrides import load_changed, use_input
+
+        return load_changed(resolve_topology(path), lambda data: use_input(data, input_uri), host=host)
     except TopologyError as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
         sys.exit(1)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def pick_run(name: str | None):
@@ -112,32 +119,110 @@ def graph(topology: str, fmt: str) -> None:
     click.echo(render(load_or_exit(topology), fmt))
 
 
+class StatusPort(click.ParamType):
+    """``--status-port``: a port number, ``auto`` (any free port) or 0 (no status page)."""
+
+    name = "PORT|auto"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | str:
+        if isinstance(value, int) or str(value).lower() == "auto":
+            return value if isinstance(value, int) else "auto"
+        try:
+            port = int(value)
+        except ValueError:
+            self.fail(f"expected a port number, 'auto' or 0, got {value!r}", param, ctx)
+        if not 0 <= port <= 65535:
+            self.fail(f"port {port} is out of range 0..65535", param, ctx)
+        return port
+
+
+def status_listener(topo: Any, port: int | str | None, bind: str | None) -> Any:
+    """The status page's listening socket, bound before any stage starts (None: no page).
+
+    An explicit port (option or the topology's ``status.port``) that is taken is an error; the
+    default port 8480 falls back to the next free one (several runs on one host) and, when all are
+    taken, the run goes on without a page.
+    """
+    from ..core.webui import DEFAULT_PORT, open_listener
+
+    bind = bind or topo.status.get("bind") or "127.0.0.1"
+    configured = int(topo.status.get("port") or 0)
+    if port == 0:
+        return None
+    try:
+        if port == "auto":
+            return open_listener(bind, None)
+        if port is not None or configured:
+            return open_listener(bind, int(port or configured))
+        return open_listener(bind, DEFAULT_PORT, fallback=True)
+    except OSError as exc:
+        if port is None and not configured:
+            click.echo(f"alpr-topo: {exc}; running without a status page", err=True)
+            return None
+        raise click.ClickException(f"{exc} (choose another with --status-port PORT or auto, or 0 for no page)") from exc
+
+
 @cli.command()
 @click.argument("topology")
 @click.option("--duration", type=float, help="drain and stop after this many seconds (default: run until the sources finish or Ctrl-C)")
+@click.option("--input", "input_uri", metavar="FILE|DIR|URL",
+              help="replace the topology's source: a video file (every frame read), a folder of images, "
+                   "an rtsp:// or http:// stream (live, reconnects) or a camera number")
 @click.option("--host", help="run only the stages placed on this host (multi-host topologies: one `up --host` per machine)")
 @click.option("-v", "--verbose", is_flag=True, help="show every stage's INFO log lines, not only warnings")
-def up(topology: str, duration: float | None, host: str | None, verbose: bool) -> None:
+@click.option("--status-port", type=StatusPort(), default=None,
+              help="status page and /metrics: a port, 'auto' for any free one, 0 for none "
+                   "[default: the topology's status.port, else 8480 or the next free port]")
+@click.option("--status-bind", metavar="ADDRESS",
+              help="address of the status page [default: the topology's status.bind, 127.0.0.1]; another "
+                   "address opens the read-only views to that network (changes always need the token)")
+@click.option("--status-token", envvar="ALPR_TOPO_STATUS_TOKEN", metavar="TOKEN",
+              help="token for the page's buttons and other changing requests [default: a new random one, printed; "
+                   "env ALPR_TOPO_STATUS_TOKEN]")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="stage log files as text lines or JSON lines (with camera, frame and event ids)")
+def up(topology: str, duration: float | None, input_uri: str | None, host: str | None, verbose: bool, status_port: int | str | None,
+       status_bind: str | None, status_token: str | None, log_format: str) -> None:
     """Start every stage of TOPOLOGY as its own process and supervise them.
 
     Crashed or hung stages restart with backoff. Ctrl-C (or SIGTERM, or `alpr-topo down`) drains
     the frames in flight and stops; a second Ctrl-C stops at once. The run ends by itself when
-    every source has finished. Logs: <runtime dir>/<name>/logs/.
+    every source has finished. Serves a status page with /metrics (docs/status-page.md). Logs:
+    <runtime dir>/<name>/logs/ (`alpr-topo logs STAGE`).
     """
     from ..core.supervisor import Supervisor
 
-    topo = load_or_exit(topology, host=host)
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s [supervisor] %(message)s")
+    topo = load_or_exit(topology, host=host, input_uri=input_uri)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [supervisor] %(message)s")
+    logging.getLogger().handlers[0].setLevel(logging.INFO if verbose else logging.WARNING)
+    listener = status_listener(topo, status_port, status_bind)
     try:
-        supervisor = Supervisor(topo, duration=duration, console_level="INFO" if verbose else "WARNING", host=host)
+        supervisor = Supervisor(topo, duration=duration, console_level="INFO" if verbose else "WARNING", host=host,
+                                log_format=log_format)
         supervisor.start()
     except (RuntimeError, ValueError) as exc:
+        if listener is not None:
+            listener.close()
         raise click.ClickException(str(exc)) from exc
+    supervisor_log = logging.FileHandler(supervisor.run.logs / "supervisor.log")  # `alpr-topo logs supervisor`
+    supervisor_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [supervisor] %(message)s"))
+    logging.getLogger().addHandler(supervisor_log)
     stages = {stage for stage, _ in supervisor.slots}
     click.echo(f"alpr-topo: '{supervisor.run_id}' is up: {len(stages)} stages, {len(supervisor.slots)} processes "
                f"(`alpr-topo status` to watch, Ctrl-C to stop)", err=True)
-    code = supervisor.serve()
+    page = None
+    if listener is not None:
+        from ..core.webui import StatusServer
+
+        page = StatusServer(supervisor.run, listener, token=status_token)
+        page.start()
+        shown = "  (token as configured)" if status_token else f"#token={page.token}"
+        click.echo(f"alpr-topo: status page {page.url}{shown}  metrics {page.url}metrics", err=True)
+    try:
+        code = supervisor.serve()
+    finally:
+        if page is not None:
+            page.stop()
     click.echo(f"alpr-topo: '{supervisor.run_id}' stopped", err=True)
     for stage, counts in supervisor.totals().items():
         click.echo(f"  {stage:<20} in {counts['frames_in']:>8}  out {counts['frames_out']:>8}  errors {counts['errors']}", err=True)
@@ -243,6 +328,70 @@ def restart(stage: str, name: str | None) -> None:
     click.echo(f"restarting '{stage}'")
 
 
+@cli.command("stop")
+@click.argument("stage")
+@click.option("--name", help="the run (default: the only one that is up)")
+def stop_stage(stage: str, name: str | None) -> None:
+    """Drain STAGE and keep it stopped (upstream waits, or live sources drop) until `alpr-topo start`."""
+    request(pick_run(name), {"cmd": "stop", "stage": stage})
+    click.echo(f"stopping '{stage}'")
+
+
+@cli.command("start")
+@click.argument("stage")
+@click.option("--name", help="the run (default: the only one that is up)")
+def start_stage(stage: str, name: str | None) -> None:
+    """Start STAGE again after `alpr-topo stop`."""
+    request(pick_run(name), {"cmd": "start", "stage": stage})
+    click.echo(f"starting '{stage}'")
+
+
+def run_with_logs(name: str | None):
+    """The run whose logs to show: NAME, the only run that is up, or the only run folder with logs
+    (logs stay after a run ends)."""
+    from ..core.runs import RunDir, live_runs, runtime_dir
+
+    if name:
+        run = RunDir(name)
+        if not run.logs.exists():
+            raise click.ClickException(f"no logs for a run named '{name}' in {runtime_dir()}")
+        return run
+    runs = live_runs() or [RunDir(p.parent.name) for p in sorted(runtime_dir().glob("*/logs"))
+                           if p.is_dir() and any(p.iterdir())]
+    if len(runs) != 1:
+        known = ", ".join(r.name for r in runs) or "none"
+        raise click.ClickException(f"say which run with --name (runs with logs: {known})")
+    return runs[0]
+
+
+@cli.command()
+@click.argument("stage")
+@click.option("-f", "--follow", is_flag=True, help="keep printing lines as they are written (Ctrl-C to stop)")
+@click.option("-n", "--lines", type=int, default=50, show_default=True, help="lines to show from the end first")
+@click.option("--name", help="the run (default: the only one that is up, or the only one with logs)")
+@click.option("--json", "as_json", is_flag=True, help="print JSON log lines as written (`up --log-format json`), for jq")
+def logs(stage: str, follow: bool, lines: int, name: str | None, as_json: bool) -> None:
+    """Show the log of STAGE: every replica, merged by time (`supervisor` for the supervisor's own)."""
+    from ..core.logs import as_text, log_files, stages_with_logs, tail_many
+    from ..core.logs import follow as follow_files
+
+    run = run_with_logs(name)
+    files = log_files(run.logs, stage)
+    if not files:
+        known = ", ".join(stages_with_logs(run.logs)) or "none"
+        raise click.ClickException(f"no log of '{stage}' in {run.logs} (logs there: {known})")
+    label = len(files) > 1
+    for line in tail_many(files, lines, label, text=not as_json):
+        click.echo(line)
+    if follow:
+        try:
+            for path, line in follow_files(files):
+                shown = line if as_json else as_text(line)
+                click.echo(f"[{path.stem}] {shown}" if label else shown)
+        except KeyboardInterrupt:
+            pass
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="print types and parameter schemas as JSON")
 def plugins(as_json: bool) -> None:
@@ -320,6 +469,48 @@ def bench_accuracy(dataset: str, topology: str | None, limit: int | None, as_jso
     click.echo(json.dumps(result, indent=2) if as_json else ba.main_text(result))
 
 
+@bench.command("synthetic")
+@click.option("--topology", help="topology with a source.synthetic, a dedup.plates and a publish.local stage "
+                                 "[default: topologies/cpu.yaml]")
+@click.option("--seconds", type=float, default=60.0, show_default=True, help="length of the synthetic scene")
+@click.option("--vehicles", type=int, default=16, show_default=True, help="vehicles driving through it")
+@click.option("--seed", type=int, default=1, show_default=True, help="scene seed (the same seed, the same scene)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+def bench_synthetic(topology: str | None, seconds: float, vehicles: int, seed: int, as_json: bool) -> None:
+    """Plate events of a whole running topology against synthetic ground truth: event recall,
+    precision, duplicate events and wrong-text events."""
+    from . import bench_synthetic as bs
+
+    try:
+        result = bs.run(resolve_topology(topology) if topology else None, seconds=seconds, vehicles=vehicles,
+                        seed=seed, progress=lambda msg: click.echo(msg, err=True))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(result, indent=2) if as_json else bs.main_text(result))
+
+
+@bench.command("pipeline")
+@click.option("--topology", help="topology with one source.synthetic stage [default: topologies/cpu.yaml]")
+@click.option("--frames", type=int, default=150, show_default=True, help="frames in each run")
+@click.option("--size", default="1920x1080", show_default=True, metavar="WxH", help="frame size")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+def bench_pipeline(topology: str | None, frames: int, size: str, as_json: bool) -> None:
+    """Frames/s and latency of the staged graph against the same stages run one after the other
+    in one process, in the same run."""
+    from . import bench_pipeline as bp
+
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+    except ValueError as exc:
+        raise click.BadParameter(f"expected WxH such as 1920x1080, got {size!r}", param_hint="--size") from exc
+    try:
+        result = bp.run(resolve_topology(topology) if topology else None, frames=frames, width=w, height=h,
+                        progress=lambda msg: click.echo(msg, err=True))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(result, indent=2) if as_json else bp.main_text(result))
+
+
 class _TopologyOrCommand(click.Group):
     """`models TOPOLOGY` and `models pull NAME` side by side: a first word that is not a
     sub-command is the topology."""
@@ -387,6 +578,7 @@ def models_build_engine(model: str, fp32: bool, max_batch: int, force: bool) -> 
 from .synth import synth_command  # noqa: E402  (click only; the renderer loads when the command runs)
 
 cli.add_command(synth_command)
+from .services import services_command; cli.add_command(services_command)  # noqa: E402,E702
 
 
 def main() -> None:

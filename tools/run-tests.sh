@@ -13,5 +13,14 @@ echo "== installing alpr-topo with its test extras" >&2
 .venv/bin/python -m pip install --quiet -e ".[test]"
 echo "== installing test services (a real RTSP server from Debian's GStreamer packages)" >&2
 bash tools/rtsp_server.sh install || echo "!! RTSP server not installed: the RTSP reconnect tests will skip (see above)" >&2
+echo "== installing Debian's chromium for the status page's browser tests (driven by Playwright, no browser download)" >&2
+if ! command -v chromium >/dev/null 2>&1; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+    || echo "!! chromium not installed: tests/test_webui.py will fail (it needs /usr/bin/chromium)" >&2
+fi
+echo "== installing the backend services once: Kafka, PostgreSQL, MinIO, OpenSearch, schema registry" >&2
+echo "   (alpr-topo services install; cached in \$ALPR_TOPO_SERVICES_DIR, about 8 minutes the first time, then a no-op)" >&2
+.venv/bin/alpr-topo services install \
+  || echo "!! backend services not installed (see above): the tests that need them will fail in the services fixture" >&2
 echo "== running the tests" >&2
 exec .venv/bin/python -m pytest -ra "$@"
