@@ -583,8 +583,9 @@ class Supervisor:
                 inst.proc.kill()
                 slot.current = None
                 slot.restart_due = time.monotonic()
-            if name == stage:
+            if name == stage and slot.stopped:  # stopped by `stop`: a restart starts it again
                 slot.stopped = False
+                slot.restart_due = time.monotonic()
         return {"ok": True, "stage": stage}
 
     def stop_stage(self, stage: str) -> dict[str, Any]:

@@ -10,7 +10,8 @@ import importlib
 from ..core.stage import Stage
 from .hookspecs import hookimpl
 
-STAGE_MODULES = ("testing", "capture", "synthetic", "detect", "track", "ocr", "dedup", "publish", "publish_kafka")
+STAGE_MODULES = ("testing", "capture", "synthetic", "detect", "track", "ocr", "dedup", "publish", "publish_kafka", "alert_rules",
+                 "source_kafka", "sink_postgres", "sink_opensearch")
 
 
 @hookimpl

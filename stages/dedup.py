@@ -177,7 +177,9 @@ class DedupStage(Stage):
         self._presence(cam, env, t)
         read_frame = False
         for plate in env.plates:
-            if isinstance(plate, dict):
+            # a throttled track's repeated best read is no new evidence: counting it would let the
+            # read that happened to be best early (often a plate half in view) win the vote
+            if isinstance(plate, dict) and not plate.get("skipped"):
                 read_frame |= self._add_read(cam, env, plate)
         if len(cam.passages) > MAX_OPEN:
             oldest = min(cam.passages.values(), key=lambda p: p.seen)

@@ -54,6 +54,11 @@ def model_file_checks(enabled: bool) -> Iterator[None]:
         _check_files.reset(token)
 
 
+def model_checks_enabled() -> bool:
+    """Whether parameter validation requires model files to exist (see :func:`model_file_checks`)."""
+    return _check_files.get()
+
+
 def _check_model_file(path: str | None) -> str | None:
     """Validation of a model path: it must be a file, else say how to get it."""
     if path is None or not _check_files.get():

@@ -80,8 +80,10 @@ class OcrParams(StageParams):
     def _model_exists(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
+        from .detect import model_checks_enabled
+
         path = Path(os.path.expandvars(value)).expanduser()
-        if not path.is_file():
+        if not path.is_file() and model_checks_enabled():
             raise ValueError(f"fast-plate-ocr model {value!r} not found: {MODELS_HOWTO}")
         return str(path)
 

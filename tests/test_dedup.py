@@ -239,6 +239,19 @@ def test_reads_before_the_track_is_confirmed_join_the_track(driver):
     assert d.h.counters.get("untracked_adopted", 0) >= 1
 
 
+def test_throttled_repeats_do_not_vote(driver):
+    """The OCR stage repeats a throttled track's best read (skipped: throttled): not a new read."""
+    d = driver()
+    d.feed("cam1", T0, [plate("7ABC12")])
+    for i in range(4):
+        d.feed("cam1", T0 + 0.1 * (i + 1), [{**plate("7ABC12"), "skipped": "throttled"}])
+    d.feed("cam1", T0 + 0.6, [plate("7ABC123")])
+    d.feed("cam1", T0 + 0.7, [plate("7ABC123")])
+    d.feed("cam1", T0 + 3)
+    [event] = d.events()
+    assert event["plate"]["normalized_text"] == "7ABC123" and event["reads"] == 3
+
+
 def test_plate_touching_the_frame_edge_reads_weakly():
     full = quality_score({"width": 120, "sharpness": 500})
     cut = quality_score({"width": 120, "sharpness": 500, "cut": 1.0})

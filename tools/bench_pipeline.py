@@ -100,7 +100,9 @@ def run(topology: str | None = None, frames: int = 150, width: int = 1920, heigh
         "sequential_latency_p50_ms": percentile(latencies, 50),
         "sequential_latency_p99_ms": percentile(latencies, 99),
         "staged_stages": {name: {"replicas": len(staged.stats.get(name, [])),
+                                 "frames_in": staged.total(name, "frames_in"),
                                  "frames_out": staged.total(name, "frames_out"),
+                                 "stale": staged.total(name, "stale"), "errors": staged.total(name, "errors"),
                                  "process_p50_ms": [s.get("latency_p50_ms") for s in staged.stats.get(name, [])]}
                           for name in topo.order()},
         "staged_exit_code": staged.exit_code,

@@ -101,9 +101,15 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("topology")
-def validate(topology: str) -> None:
+@click.option("--no-model-files", is_flag=True,
+              help="do not require the model files to exist (check a topology for another machine; "
+                   "`alpr-topo models TOPOLOGY` lists them)")
+def validate(topology: str, no_model_files: bool) -> None:
     """Check TOPOLOGY and report every mistake as FILE:LINE: problem, expected."""
-    topo = load_or_exit(topology)
+    from ..stages.detect import model_file_checks
+
+    with model_file_checks(not no_model_files):
+        topo = load_or_exit(topology)
     replicas = sum(s.replicas for s in topo.stages.values())
     click.echo(f"{topology}: OK, topology '{topo.name}' with {len(topo.stages)} stages ({replicas} processes)")
 
@@ -267,13 +273,19 @@ def _fmt(value: Any, digits: int = 1) -> str:
 @click.option("--json", "as_json", is_flag=True, help="print the full status as JSON")
 def status(name: str | None, as_json: bool) -> None:
     """Per stage replica: pid, state, frames in/out, fps, queues, p50/p99 latency, restarts, RSS."""
-    reply = request(pick_run(name), {"cmd": "status"})
+    run = pick_run(name)
+    reply = request(run, {"cmd": "status"})
     reply.pop("ok", None)
     if as_json:
         click.echo(json.dumps(reply, indent=2))
         return
+    try:
+        page = json.loads(run.webui_file.read_text())  # the status page's address (core/webui.py)
+    except (OSError, ValueError):
+        page = None
     click.echo(f"{reply['name']}  pid {reply['pid']}  up {reply['uptime_s']:.0f} s"
-               + ("  (shutting down)" if reply["shutting_down"] else "") + (f"  (swapping {reply['swap']})" if reply["swap"] else ""))
+               + ("  (shutting down)" if reply["shutting_down"] else "") + (f"  (swapping {reply['swap']})" if reply["swap"] else "")
+               + (f"  page {page['url']}" if page else ""))
     header = f"{'stage':<16}{'pid':>8} {'state':<10}{'in':>9}{'out':>9}{'fps':>8}{'q in':>6}{'q out':>6}{'p50 ms':>8}{'p99 ms':>8}{'restarts':>9}{'rss MB':>8}"
     click.echo(header)
     for row in reply["stages"]:
@@ -511,6 +523,9 @@ def bench_pipeline(topology: str | None, frames: int, size: str, as_json: bool) 
     click.echo(json.dumps(result, indent=2) if as_json else bp.main_text(result))
 
 
+from .bench_backend import bench_backend_command; bench.add_command(bench_backend_command)  # noqa: E402,E702
+
+
 class _TopologyOrCommand(click.Group):
     """`models TOPOLOGY` and `models pull NAME` side by side: a first word that is not a
     sub-command is the topology."""
@@ -579,6 +594,7 @@ from .synth import synth_command  # noqa: E402  (click only; the renderer loads 
 
 cli.add_command(synth_command)
 from .services import services_command; cli.add_command(services_command)  # noqa: E402,E702
+from ..backend.api import api_command; cli.add_command(api_command)  # noqa: E402,E702
 
 
 def main() -> None:

@@ -7,7 +7,8 @@
 const $ = (selector) => document.querySelector(selector);
 const SVG = "http://www.w3.org/2000/svg";
 const TOKEN_KEY = "alpr-topo-token";
-const state = { token: "", topo: null, status: null, outputs: new Set(), rows: new Map(), logStage: null, busy: false };
+const state = { token: "", topo: null, status: null, outputs: new Set(), rows: new Map(), logStage: null, history: new Map() };
+const RATE_WINDOW_S = 5;  // frames per second over the last few seconds: steadier than one heartbeat's rate
 
 function el(tag, attrs = {}, ...children) {
   const node = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
@@ -137,13 +138,30 @@ function drawGraph() {
   }
 }
 
+function smoothRates(status) {
+  // Per replica, the rate of its counter over RATE_WINDOW_S of snapshots; a restarted process
+  // (counter lower than before) starts a new history.
+  for (const row of status.stages) {
+    const key = `${row.stage}:${row.replica}:${row.instance}`;
+    const count = state.outputs.has(row.stage) ? row.frames_out : row.frames_in;
+    let seen = state.history.get(key) || [];
+    if (seen.length && count < seen[seen.length - 1][1]) seen = [];
+    seen.push([status.uptime_s, count]);
+    while (seen.length > 2 && status.uptime_s - seen[1][0] >= RATE_WINDOW_S) seen.shift();
+    state.history.set(key, seen);
+    const [t0, c0] = seen[0];
+    row.fps = seen.length > 1 && status.uptime_s > t0 ? (count - c0) / (status.uptime_s - t0)
+      : (state.outputs.has(row.stage) ? row.fps_out : row.fps_in);
+  }
+}
+
 function updateGraph(rows) {
   for (const node of document.querySelectorAll("#graph .node")) {
     const name = node.dataset.stage;
     const mine = rows.filter((r) => r.stage === name);
     if (!mine.length) continue;
     const states = [...new Set(mine.map((r) => r.state))];
-    const fps = state.outputs.has(name) ? sum(mine, "fps_out") : sum(mine, "fps_in");
+    const fps = sum(mine, "fps");
     node.querySelector(".name").textContent = name + (mine.length > 1 ? `  ×${mine.length}` : "");
     node.querySelector(".type").textContent = mine[0].type;
     node.querySelector(".state").textContent = states.join(" / ");
@@ -189,7 +207,7 @@ function updateTable(rows) {
   if (rows.length !== state.rows.size || rows.some((r) => !state.rows.has(`${r.stage}:${r.replica}`))) buildTable(rows);
   for (const row of rows) {
     const tr = state.rows.get(`${row.stage}:${row.replica}`);
-    const values = { ...row, fps: state.outputs.has(row.stage) ? row.fps_out : row.fps_in, cpu_percent: row.cpu_percent === null ? null : Math.round(row.cpu_percent) };
+    const values = { ...row, fps: Math.round(row.fps * 10) / 10, cpu_percent: row.cpu_percent === null ? null : Math.round(row.cpu_percent) };
     for (const field of FIELDS) {
       const cell = tr.querySelector(`[data-field="${field}"]`);
       cell.textContent = fmt(values[field], field.startsWith("latency") ? 2 : 1);
@@ -282,6 +300,7 @@ function onStatus(status) {
   flags.replaceChildren();
   if (status.shutting_down) flags.append(el("span", { class: "badge warn", text: "shutting down" }));
   if (status.swap) flags.append(el("span", { class: "badge warn", text: `swapping ${status.swap}` }));
+  smoothRates(status);
   updateGraph(status.stages);
   updateTable(status.stages);
 }
