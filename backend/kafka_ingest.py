@@ -13,16 +13,62 @@ gives all three the same behaviour.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable
 
+from pydantic import Field
+
+from ..core.stage import Source, StageParams
+from ..stages import events
 from . import avro_wire
 
-__all__ = ["Record", "KafkaIngest", "DLQ_SUFFIX"]
+__all__ = ["Record", "KafkaIngest", "KafkaSinkParams", "KafkaSink", "DLQ_SUFFIX"]
 
 DLQ_SUFFIX = ".dlq"
+
+
+@lru_cache(maxsize=None)
+def _raw_schemas() -> dict[bytes, tuple[str, Any]]:
+    """Fingerprint -> (name, parsed schema without logical types). Reading with it yields the plain
+    dict form directly (int milliseconds, str UUID): the same bytes, about twice as fast as
+    converting fastavro's datetime/UUID objects back."""
+    import fastavro
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k != "logicalType"}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    return {avro_wire.fingerprint(n): (n, fastavro.parse_schema(strip(events.schema(n)), named_schemas={}))
+            for n in (events.EVENT, events.UPDATE)}
+
+
+def _fast_decode(data: bytes | None) -> avro_wire.Decoded | None:
+    """Single-object messages of this version's schemas, read without logical-type conversion;
+    None for anything else (or anything odd), which then goes through :class:`AvroDecoder` and
+    gets its precise error."""
+    import fastavro
+
+    if data is None or len(data) < 10 or data[:2] != avro_wire.SINGLE_OBJECT_MAGIC:
+        return None
+    found = _raw_schemas().get(bytes(data[2:10]))
+    if found is None:
+        return None
+    buf = io.BytesIO(data)
+    buf.seek(10)
+    try:
+        record = fastavro.schemaless_reader(buf, found[1], found[1])
+    except Exception:
+        return None
+    if buf.tell() != len(data) or not isinstance(record, dict):
+        return None
+    return avro_wire.Decoded(found[0], record, "single-object", fingerprint=data[2:10].hex())
 
 
 @dataclass
@@ -106,7 +152,7 @@ class KafkaIngest:
             if where in rewound:
                 continue  # read again after the seek below
             try:
-                decoded = self.decoder.decode(msg.value())
+                decoded = _fast_decode(msg.value()) or self.decoder.decode(msg.value())
             except avro_wire.WireFormatError as exc:
                 self._dead_letter(msg, str(exc))
                 continue
@@ -174,7 +220,10 @@ class KafkaIngest:
     # -- outages ---------------------------------------------------------------------------------
 
     def pause(self) -> None:
-        """Stop fetching (the store is down) while ``poll`` keeps the group membership alive."""
+        """Stop prefetching while the store is down. The sink does not poll meanwhile (a message
+        polled and not stored would move the read position past it); librdkafka's heartbeats keep
+        the membership, and after ``max.poll.interval.ms`` (5 min) the group hands the partitions
+        to another member, as it should for a member that cannot store."""
         if not self.paused:
             self.consumer.pause(self.consumer.assignment())
             self.paused = True
@@ -183,10 +232,6 @@ class KafkaIngest:
         if self.paused:
             self.consumer.resume(self.consumer.assignment())
             self.paused = False
-
-    def keep_alive(self) -> None:
-        """Serve group callbacks without fetching (used while paused)."""
-        self.consumer.poll(0)
 
     def _revoked(self, consumer: Any, partitions: list[Any]) -> None:
         if self.on_revoke is not None:
@@ -200,11 +245,6 @@ class KafkaIngest:
 
 
 # -- the base of the storage sinks ----------------------------------------------------------------
-
-from pydantic import Field  # noqa: E402  (kept next to the classes that use it)
-
-from ..core.stage import Source, StageParams  # noqa: E402
-
 
 class KafkaSinkParams(StageParams):
     """Parameters every Kafka-consuming store shares."""
@@ -250,7 +290,6 @@ class KafkaSink(Source):
         now = time.monotonic()
         if self.retry_at is not None:
             if now < self.retry_at:
-                self.ingest.keep_alive()
                 return None
             self.write_pending()
             return None
@@ -264,6 +303,10 @@ class KafkaSink(Source):
         elif not self.pending and records == [] and self.ingest.positions():
             self._commit_dead_letters_only()
         return None
+
+    def wait_s(self) -> float:
+        """While waiting to retry the store, let the runtime sleep instead of spinning."""
+        return 0.0 if self.retry_at is None else max(0.0, self.retry_at - time.monotonic())
 
     def _commit_dead_letters_only(self) -> None:
         """A quiet moment with nothing pending: commit the read position, so messages that were only

@@ -59,6 +59,43 @@ def event_row(ev: dict[str, Any], pos: tuple[str, int, int] | None = None) -> tu
     )
 
 
+_STAGING = (
+    "event_id uuid, captured_ms bigint, camera_id text, track_id bigint, plate_text text, plate_normalized text,"
+    " plate_confidence float8, plate_region text, vehicle_type text, vehicle_color text, vehicle_make text,"
+    " vehicle_model text, plate_url text, vehicle_url text, frame_url text, capture_to_event_ms float8,"
+    " pipeline_ms float8, site text, host text, extras jsonb, first_ms bigint, last_ms bigint, count integer,"
+    " reads integer, kafka_topic text, kafka_partition integer, kafka_offset bigint"
+)
+_FROM_STAGING = ", ".join(
+    f"to_timestamp({c} / 1000.0)" if c in ("captured_ms", "first_ms", "last_ms") else c
+    for c in (part.split()[0] for part in _STAGING.split(","))
+)
+_ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _cell(value: Any) -> str:
+    """One value in COPY text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.translate(_ESCAPE)
+    return str(value)
+
+
+def copy_line(ev: dict[str, Any], topic: str, partition: int, offset: int) -> str:
+    """The staging-table line (COPY text format) of an event. Built by hand, as it is the hot
+    loop: timestamps stay integer milliseconds and PostgreSQL converts them in the INSERT."""
+    plate, veh, img, lat, node = ev["plate"], ev.get("vehicle") or {}, ev.get("images") or {}, ev.get("latency") or {}, ev["node"]
+    extras = ev.get("extras")
+    return "\t".join(map(_cell, (
+        ev["event_id"], ev["captured_at"], ev["camera_id"], ev.get("track_id"), plate["text"],
+        plate["normalized_text"], plate["confidence"], plate.get("region"), veh.get("type"), veh.get("color"),
+        veh.get("make"), veh.get("model"), img.get("plate_url"), img.get("vehicle_url"), img.get("frame_url"),
+        lat.get("capture_to_event_ms"), lat.get("pipeline_ms"), node["site"], node["host"],
+        json.dumps(extras, ensure_ascii=False) if extras else "{}", ev.get("first_seen"), ev.get("last_seen"),
+        ev.get("count", 1), ev.get("reads", 0), topic, partition, offset))) + "\n"
+
+
 def migrate(conn: Any, db_schema: str = "public") -> str:
     """Apply the migrations not yet recorded in ``<db_schema>.schema_migrations``; returns the
     partitioning in use (``timescaledb`` or ``native``). Commits."""
@@ -135,7 +172,7 @@ class PostgresSink(KafkaSink):
         try:
             self.partitioning = migrate(conn, p.db_schema)
             conn.execute(f"SET search_path TO {p.db_schema}, public")
-            conn.execute("CREATE TEMP TABLE IF NOT EXISTS events_in (LIKE events INCLUDING DEFAULTS)")
+            conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS events_in ({_STAGING})")
         except Exception:
             conn.close()
             raise
@@ -171,7 +208,11 @@ class PostgresSink(KafkaSink):
         evs = [r for r in records if r.name == events.EVENT]
         ups = [r for r in records if r.name == events.UPDATE]
         if self.partitioning == "native" and evs:
-            self._ensure_partitions(conn, {(d.year, d.month) for d in (_ts(r.record["captured_at"]) for r in evs)})
+            stamps = [r.record["captured_at"] for r in evs]
+            first, last = _ts(min(stamps)), _ts(max(stamps))
+            months = {(y, m) for y in range(first.year, last.year + 1) for m in range(1, 13)
+                      if (first.year, first.month) <= (y, m) <= (last.year, last.month)}
+            self._ensure_partitions(conn, months)
         inserted = 0
         with conn.transaction():
             # updates exclude event batches (and not each other): an update and its event stored
@@ -181,10 +222,9 @@ class PostgresSink(KafkaSink):
             ids: list[str] = []
             if evs:
                 conn.execute("TRUNCATE events_in")
-                with conn.cursor().copy(f"COPY events_in ({', '.join(EVENT_COLUMNS)}) FROM STDIN") as copy:
-                    for r in evs:
-                        copy.write_row(event_row(r.record, (r.topic, r.partition, r.offset)))
-                cur = conn.execute(f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) SELECT {', '.join(EVENT_COLUMNS)}"
+                with conn.cursor().copy("COPY events_in FROM STDIN") as copy:
+                    copy.write("".join([copy_line(r.record, r.topic, r.partition, r.offset) for r in evs]).encode())
+                cur = conn.execute(f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) SELECT {_FROM_STAGING}"
                                    " FROM events_in ON CONFLICT DO NOTHING")
                 inserted = cur.rowcount
                 ids.extend(r.record["event_id"] for r in evs)

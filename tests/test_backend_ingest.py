@@ -8,6 +8,8 @@ as a whole ``alpr-topo up`` of topologies/backend.yaml.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -120,7 +122,7 @@ def make(i: int, day: int = 0, plate: str | None = None) -> dict[str, Any]:
     text = plate or f"{chr(65 + i % 26)}{chr(65 + (i // 26) % 26)}{i:05d}"
     ev = events.make_event(camera_id=f"cam{i % 4}", captured_at=(BASE_MS + day * 86_400_000 + i * 1000) / 1000,
                            track_id=i, plate={"text": text, "normalized_text": text, "confidence": 0.9, "region": "us-ca"},
-                           site="lot", host="edge1", extras={"seq": str(i)})
+                           site="lot", host="edge1", extras={"seq": str(i), "note": "tab\there \\ back\nnew line ü"})
     return ev
 
 
@@ -158,6 +160,7 @@ def test_events_and_updates_land_exactly_once_in_postgres_and_opensearch(setup: 
     by_id = {r[0]: r for r in rows}
     assert by_id[evs[5]["event_id"]][2] == 3 and by_id[evs[7]["event_id"]][2] == 2
     assert by_id[evs[0]["event_id"]][2] == 1
+    assert setup.pg("SELECT extras FROM events LIMIT 1")[0][0]["note"] == "tab\there \\ back\nnew line ü"  # COPY escaping
     assert setup.pg("SELECT count(*) FROM pg_inherits WHERE inhrelid::regclass::text LIKE 'events_p%'")[0][0] >= 1
     assert setup.pg("SELECT version, variant FROM schema_migrations ORDER BY version") == [(1, "native"), (2, "native")]
 
@@ -211,7 +214,7 @@ def test_malformed_message_goes_to_the_dead_letter_topic_and_ingestion_continues
     assert all(dict(m.headers())["dlq.topic"].decode() == setup.topic for m in got)
 
 
-def test_source_kafka_emits_dedup_shaped_envelopes(setup: Setup) -> None:
+def test_source_kafka_emits_dedup_shaped_envelopes(setup: Setup, tmp_path: Path) -> None:
     evs = [make(i) for i in range(20)]
     setup.produce(evs + [events.make_update(event_id=evs[0]["event_id"], last_seen=BASE_MS / 1000 + 5, count=2, camera_id="cam0")],
                   raw=[b"\x07junk"])
@@ -227,6 +230,12 @@ def test_source_kafka_emits_dedup_shaped_envelopes(setup: Setup) -> None:
     assert all(set(o.meta["kafka"]) == {"topic", "partition", "offset"} for o in outs)
     committed = setup.committed(params["group_id"])
     assert sum(committed.values()) >= 21  # what was handed on is committed at stop
+    # publish.local takes them as it takes dedup's output
+    with StageHarness("publish.local", {"path": str(tmp_path / "events.jsonl"), "csv": False, "images": False}) as local:
+        for o in outs:
+            local.process(o)
+    written = [events.from_json(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert {w["event_id"] for w in written if not events.is_update(w)} == {e["event_id"] for e in evs}
 
 
 @pytest.mark.slow
@@ -284,3 +293,17 @@ def test_backend_topology_stores_into_both(setup: Setup, services: Any, run_env:
     run.wait_for(lambda: setup.committed(f"{setup.schema}-pg") == setup.end_offsets(), what="postgres commits")
     rows = run.stage_rows("postgres")
     assert rows and json.dumps(rows)  # the status page lists the stage
+
+
+@pytest.mark.slow
+def test_bench_backend_json(services: Any) -> None:
+    services.ensure("kafka", "postgres", "opensearch")
+    out = subprocess.run([sys.executable, "-m", "alpr_topo.tools.cli", "bench", "backend", "--events", "20000",
+                          "--ingest-events", "5000", "--json"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    for key in ("postgres_events_per_s", "baseline_events_per_s", "opensearch_events_per_s", "query_p50_ms", "query_p99_ms"):
+        assert isinstance(result[key], (int, float)) and result[key] > 0, key
+    assert result["stored_events"] == 20000
+    assert result["query_p50_ms"] <= result["query_p99_ms"]
+    assert result["postgres_events_per_s"] > result["baseline_events_per_s"]  # batching beats one INSERT per event
