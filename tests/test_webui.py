@@ -214,6 +214,14 @@ def test_restart_stop_start_from_the_page_and_changes_need_the_token(start_run, 
     run.wait_for(lambda: run.stage_rows("out")[0]["frames_in"] > frames + 20, what="frames after the start")
     assert run.stage_rows("work")[0]["restarts"] == 1  # stop and start are not restarts
 
+    # a restart of a stopped stage starts it again (and counts as a restart)
+    page.click('button[data-action="stop"][data-stage="work"]')
+    expect(page.locator('#stages tr[data-stage="work"] td[data-field="state"]')).to_have_text("stopped", timeout=60_000)
+    page.click('button[data-action="restart"][data-stage="work"]')
+    expect(page.locator('#stages tr[data-stage="work"] td[data-field="restarts"]')).to_have_text("2", timeout=60_000)
+    wait_all_running(page)
+    expect(page.locator('#stages tr[data-stage="work"] button[data-action="stop"]')).to_have_text("Stop")
+
     run.cli("down")
     assert run.wait() == 0, run.output()
 
