@@ -207,7 +207,7 @@ function updateTable(rows) {
   if (rows.length !== state.rows.size || rows.some((r) => !state.rows.has(`${r.stage}:${r.replica}`))) buildTable(rows);
   for (const row of rows) {
     const tr = state.rows.get(`${row.stage}:${row.replica}`);
-    const values = { ...row, fps: Math.round(row.fps * 10) / 10, cpu_percent: row.cpu_percent === null ? null : Math.round(row.cpu_percent) };
+    const values = { ...row, fps: row.fps.toFixed(1), cpu_percent: row.cpu_percent === null ? null : Math.round(row.cpu_percent) };
     for (const field of FIELDS) {
       const cell = tr.querySelector(`[data-field="${field}"]`);
       cell.textContent = fmt(values[field], field.startsWith("latency") ? 2 : 1);
