@@ -203,7 +203,7 @@ class SupervisorSection(_Section):
 
 
 class StatusSection(_Section):
-    port: int = Field(0, ge=0, le=MAX_PORT, description="status page and /metrics port; 0 = off")
+    port: int = Field(0, ge=0, le=MAX_PORT, description="status page and /metrics port; 0 = the default (8480 or the next free port; `up --status-port 0` turns the page off)")
     bind: str = Field("127.0.0.1", min_length=1, description="address the status page listens on")
 
 
