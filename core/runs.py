@@ -106,3 +106,33 @@ def live_runs() -> list[RunDir]:
     if not base.exists():
         return []
     return [RunDir(p.name) for p in sorted(base.iterdir()) if p.is_dir() and RunDir(p.name).live_pid()]
+
+
+class ApiError(Exception):
+    """The supervisor refused a request (its message) or did not answer."""
+
+
+def control_request(endpoint: str, body: dict[str, Any], timeout_s: float = 10.0,
+                    who: str = "the supervisor") -> dict[str, Any]:
+    """One request to a supervisor's control API (the CLI and the status page both use it).
+
+    A fresh REQ socket per request: ZeroMQ sockets are not thread-safe, and a REQ socket that
+    timed out cannot be reused. Returns the reply (with its ``ok``); raises :class:`ApiError`.
+    """
+    import msgpack
+    import zmq
+
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, int(timeout_s * 1000))
+    sock.connect(endpoint)
+    try:
+        sock.send(msgpack.packb(body))
+        reply = msgpack.unpackb(sock.recv())
+    except zmq.Again as exc:
+        raise ApiError(f"{who} did not answer within {timeout_s:.0f} s") from exc
+    finally:
+        sock.close()
+    if not reply.get("ok"):
+        raise ApiError(reply.get("error", "request failed"))
+    return reply

@@ -35,11 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgpack
-import zmq
-
 from .logs import log_files, stages_with_logs, tail_many
-from .runs import RunDir
+from .runs import ApiError, RunDir, control_request
 from .taps import PREVIEW_INTERVAL_S, touch_wanted
 
 log = logging.getLogger("alpr_topo.webui")
@@ -52,31 +49,15 @@ SWAP_TIMEOUT_S = 600.0
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
-class ApiError(Exception):
-    """The supervisor refused a request (its message) or did not answer."""
-
-
 class Api:
-    """Requests to the supervisor's control API, from any thread: a fresh REQ socket per request
-    (ZeroMQ sockets are not thread-safe, and a REQ socket that timed out cannot be reused)."""
+    """Requests to the supervisor's control API from any thread of the page (see
+    :func:`~alpr_topo.core.runs.control_request`), replies without their ``ok``."""
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
 
     def request(self, body: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
-        sock = zmq.Context.instance().socket(zmq.REQ)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVTIMEO, int(timeout_s * 1000))
-        sock.connect(self.endpoint)
-        try:
-            sock.send(msgpack.packb(body))
-            reply = msgpack.unpackb(sock.recv())
-        except zmq.Again as exc:
-            raise ApiError(f"the supervisor did not answer within {timeout_s:.0f} s") from exc
-        finally:
-            sock.close()
-        if not reply.get("ok"):
-            raise ApiError(reply.get("error", "request failed"))
+        reply = control_request(self.endpoint, body, timeout_s)
         reply.pop("ok", None)
         return reply
 

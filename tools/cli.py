@@ -66,23 +66,12 @@ def pick_run(name: str | None):
 
 def request(run, body: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
     """One request to a supervisor's control API."""
-    import msgpack
-    import zmq
+    from ..core.runs import ApiError, control_request
 
-    sock = zmq.Context.instance().socket(zmq.REQ)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVTIMEO, int(timeout_s * 1000))
-    sock.connect(run.api)
     try:
-        sock.send(msgpack.packb(body))
-        reply = msgpack.unpackb(sock.recv())
-    except zmq.Again as exc:
-        raise click.ClickException(f"the supervisor of '{run.name}' did not answer within {timeout_s:.0f} s") from exc
-    finally:
-        sock.close()
-    if not reply.get("ok"):
-        raise click.ClickException(reply.get("error", "request failed"))
-    return reply
+        return control_request(run.api, body, timeout_s, who=f"the supervisor of '{run.name}'")
+    except ApiError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
