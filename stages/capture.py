@@ -225,6 +225,8 @@ class VideoSource(Source):
         self.video_limiter = RateLimiter(p.max_fps if p.realtime else 0.0, tolerance_s=1e-6)
         self.grabbed: dict[str, Any] | None = None  # a frame read but not yet given a slot
         self.t0: float | None = None  # wall (monotonic) time of video time 0 when realtime
+        #: wall-clock time of video time 0, so captured_at is the file's own time (see _produce_file)
+        self.epoch: float | None = None
         self.last_emit = 0.0
         self.shape = (int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)), 3)
         self._decode_buf: np.ndarray | None = None
@@ -359,7 +361,12 @@ class VideoSource(Source):
         self.grabbed = None
         self.last_emit = time.monotonic()
         meta = {"pos_ms": grabbed["pos_ms"], "source_frame": grabbed["source_frame"], "loop": grabbed["loop"]}
-        return self._envelope(ref, grabbed["frame_id"], time.time(), meta)
+        # A file's frames are stamped with the video's own clock, anchored at the wall time of the
+        # first frame: track timeouts, rereads and dedup windows downstream then mean the same in
+        # the scene whether the machine reads the file at 3 or 300 frames/s.
+        if self.epoch is None:
+            self.epoch = time.time() - grabbed["video_t"]
+        return self._envelope(ref, grabbed["frame_id"], self.epoch + grabbed["video_t"], meta)
 
     # -- shared --------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ plate to ``env.plates`` (see docs/ocr.md for every key).
 
 Tracked plates (``track_id`` set by a tracker upstream) are throttled: a track is read again only
 when a clearly better crop arrives (larger or sharper by ``reread_gain``) or every
-``reread_every`` frames; in between, its best read so far is repeated with
+``reread_every_s`` seconds of capture time; in between, its best read so far is repeated with
 ``"skipped": "throttled"``. The stage keeps each track's best shot (sharpness, size, tilt and
 read confidence). This state lives in the process: with ``replicas > 1`` each replica throttles
 the tracks it sees (envelopes of one camera may go to different replicas, so a track may be read
@@ -65,7 +65,9 @@ class OcrParams(StageParams):
     max_correction_cost: float = Field(4.0, ge=0, description="largest correction accepted, in nats (see docs/regions.md)")
     upscale_below: int = Field(32, ge=0, description="the upscale strategy enlarges plates lower than this (px)")
     throttle: bool = Field(True, description="read a tracked plate again only when a better crop arrives")
-    reread_every: int = Field(15, ge=1, description="frames after which a track is read again anyway")
+    reread_every_s: float = Field(0.5, gt=0, description="capture-time seconds after which a track is read again anyway "
+                                                         "(seconds, not frames: a 5 fps camera needs as many reads per "
+                                                         "passage for the vote as a 30 fps one)")
     reread_gain: float = Field(0.2, ge=0, description="a crop whose shot score beats the track's best read by this "
                                                       "fraction is read again")
     max_reads_per_track: int = Field(0, ge=0, description="stop reading a track after this many reads (0: no limit)")
@@ -142,7 +144,7 @@ def shot_score(quality: dict[str, float]) -> float:
 @dataclass
 class _Track:
     last_seen: int = 0
-    last_read: int = -1
+    last_read_at: float = float("-inf")  # capture time of the last read
     reads: int = 0
     best_shot: float = -1.0  # shot score of the best read crop
     best: dict[str, Any] | None = None  # the plate dict of the best read
@@ -172,13 +174,13 @@ class OcrStage(Stage):
 
     # -- throttling --------------------------------------------------------------------------------
 
-    def _should_read(self, st: _Track | None, frame_id: int, shot: float) -> bool:
+    def _should_read(self, st: _Track | None, captured_at: float, shot: float) -> bool:
         p = self.params
         if st is None or not p.throttle or st.best is None:
             return True
         if p.max_reads_per_track and st.reads >= p.max_reads_per_track:
             return False
-        if frame_id - st.last_read >= p.reread_every:
+        if captured_at - st.last_read_at >= p.reread_every_s:
             return True
         return shot > st.best_shot * (1.0 + p.reread_gain)
 
@@ -213,7 +215,7 @@ class OcrStage(Stage):
             st = self.tracks.get((env.camera_id, int(tid))) if tid is not None else None
             if st is not None:
                 st.last_seen = env.frame_id
-            if not self._should_read(st, env.frame_id, shot):
+            if not self._should_read(st, env.captured_at, shot):
                 self.ctx.count("plates_throttled")
                 if p.report_throttled and st is not None and st.best is not None:
                     entry = {k: v for k, v in st.best.items() if k != "crop_jpeg"}
@@ -240,7 +242,7 @@ class OcrStage(Stage):
             st = self.tracks.get(key)
             if st is None:
                 st = self.tracks[key] = _Track(last_seen=env.frame_id)
-            st.last_read = env.frame_id
+            st.last_read_at = env.captured_at
             st.reads += 1
         if not res.normalized or res.confidence < p.min_confidence:
             self.ctx.count("plates_low_confidence" if res.normalized or p.region_mode != "require" else "plates_no_region")

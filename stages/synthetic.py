@@ -40,6 +40,7 @@ class SyntheticSource(Source):
         self.renderer = SceneRenderer(self.params)
         self.next_id = 0
         self.started = time.monotonic()
+        self.epoch = time.time()  # wall time of scene time 0
         self.log.info("synthetic scene %dx%d, %s frames at %s fps, seed %d", self.params.width, self.params.height,
                       self.renderer.total_frames or "endless", self.params.fps or "max", self.params.seed)
 
@@ -73,7 +74,9 @@ class SyntheticSource(Source):
         return Envelope(
             camera_id=self.params.camera_id,
             frame_id=frame_id,
-            captured_at=time.time(),
+            # scene time anchored at the start, as a camera at this frame rate would stamp it, even
+            # when back-pressure makes the source wait (timings downstream then hold in scene time)
+            captured_at=self.epoch + frame_id / renderer.fps,
             frame=ref,
             meta={"truth": truth, "scene_time_s": round(frame_id / renderer.fps, 6)},
         )

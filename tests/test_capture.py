@@ -124,6 +124,9 @@ def test_video_file_every_frame_once_in_order_decoded_into_the_slot(video: Path)
         assert env.meta["source_frame"] == 39
         assert set(env.meta["capture"]) >= {"fps", "dropped", "reconnects", "decode_ms"}
         assert abs(env.captured_at - time.time()) < 60
+        # stamped with the file's own clock (25 fps), not with how fast this machine read it
+        gaps = [b.captured_at - a.captured_at for (a, _), (b, _) in zip(outs, outs[1:])]
+        assert gaps == pytest.approx([0.04] * 39, abs=1e-5)
         # decoded straight into the shared-memory slot: no copy on this OpenCV
         assert h.counters["zero_copy_frames"] == 40
         assert h.counters["copied_frames"] == 0

@@ -381,10 +381,12 @@ def test_stage_throttles_tracks_and_keeps_the_best_shot(truth, model):
     name, image, box, plate = next(t for t in truth if t[3] == "EMR7094")  # a 128 px high plate
     small = cv2.resize(image, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
     small_box = [v * 0.25 for v in box]
-    params = {"model": model, "regions": ["us"], "reread_every": 5, "reread_gain": 0.2}
+    params = {"model": model, "regions": ["us"], "reread_every_s": 0.5, "reread_gain": 0.2}
     with StageHarness(OcrStage, params) as h:
-        def run(img, b, fid, tid=7):
-            return h.process(h.frame_envelope(img, camera_id="cam", frame_id=fid, detections=[_det(b, tid, 2)]))[0].plates
+        def run(img, b, fid, tid=7):  # a 10 fps camera
+            env = h.frame_envelope(img, camera_id="cam", frame_id=fid, captured_at=1000.0 + fid / 10,
+                                   detections=[_det(b, tid, 2)])
+            return h.process(env)[0].plates
 
         first = run(small, small_box, 0)[0]  # a small, soft crop: read, the track's best so far
         assert "skipped" not in first and first["best_shot"]
@@ -397,10 +399,11 @@ def test_stage_throttles_tracks_and_keeps_the_best_shot(truth, model):
         later = run(small, small_box, 3)[0]  # worse again: throttled, repeating the best shot
         assert later["skipped"] == "throttled" and later["read_frame_id"] == 2
         assert later["normalized"] == "EMR7094"
-        due = run(small, small_box, 7)[0]  # reread_every frames after the last read: read anyway
+        assert run(small, small_box, 6)[0]["skipped"] == "throttled"  # 0.4 s after the last read
+        due = run(small, small_box, 7)[0]  # reread_every_s (0.5 s) after the last read: read anyway
         assert "skipped" not in due and due["best_shot"] is False
         assert run(small, small_box, 8, tid=None)[0].get("skipped") is None  # untracked: always read
-        assert h.counters["plates_read"] == 4 and h.counters["plates_throttled"] == 2
+        assert h.counters["plates_read"] == 4 and h.counters["plates_throttled"] == 3
     with StageHarness(OcrStage, {**params, "throttle": False}) as h:
         outs = [h.process(h.frame_envelope(small, frame_id=i, detections=[_det(small_box, 1)]))[0].plates
                 for i in range(3)]

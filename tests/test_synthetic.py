@@ -240,6 +240,9 @@ def test_stage_in_harness_emits_frames_with_truth_and_finishes():
             assert digest(frame) == digest(image)
             assert env.meta["truth"] == truth
         assert any(env.meta["truth"] for env in outs)
+        # stamped with scene time (unpaced: the renderer's simulation rate), not production time
+        step = 1 / h.stage.renderer.fps
+        assert [b.captured_at - a.captured_at for a, b in zip(outs, outs[1:])] == pytest.approx([step] * 4, abs=1e-5)
 
 
 def test_stage_is_registered_with_its_schema():

@@ -41,8 +41,11 @@ def topology(name: str, fps: int, replicas: int = 1, alpr: bool = False) -> str:
 
 @pytest.fixture(scope="module")
 def browser() -> Any:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # Assertions wait for the page, not the clock: 5 s (Playwright's default) is too short on a
+    # loaded 2-core CI box where a stage restart can take several seconds.
+    expect.set_options(timeout=30_000)
     with sync_playwright() as playwright:
         # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
         chromium = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
