@@ -70,30 +70,24 @@ _FROM_STAGING = ", ".join(
     f"to_timestamp({c} / 1000.0)" if c in ("captured_ms", "first_ms", "last_ms") else c
     for c in (part.split()[0] for part in _STAGING.split(","))
 )
-_ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _cell(value: Any) -> str:
-    """One value in COPY text format."""
-    if value is None:
-        return "\\N"
-    if isinstance(value, str):
-        return value.translate(_ESCAPE)
-    return str(value)
-
-
-def copy_line(ev: dict[str, Any], topic: str, partition: int, offset: int) -> str:
-    """The staging-table line (COPY text format) of an event. Built by hand, as it is the hot
-    loop: timestamps stay integer milliseconds and PostgreSQL converts them in the INSERT."""
-    plate, veh, img, lat, node = ev["plate"], ev.get("vehicle") or {}, ev.get("images") or {}, ev.get("latency") or {}, ev["node"]
+def staging_row(ev: dict[str, Any], topic: str, partition: int, offset: int) -> tuple[Any, ...]:
+    """The ``events_in`` row (staging column order) of an event. The hot loop of the sink: plain
+    values only, timestamps stay integer milliseconds (PostgreSQL converts them in the INSERT),
+    and psycopg's C code formats and escapes the row for COPY (several times faster than
+    building the text line in Python)."""
+    plate, node = ev["plate"], ev["node"]
+    veh, img, lat = ev.get("vehicle") or _EMPTY, ev.get("images") or _EMPTY, ev.get("latency") or _EMPTY
     extras = ev.get("extras")
-    return "\t".join(map(_cell, (
+    return (
         ev["event_id"], ev["captured_at"], ev["camera_id"], ev.get("track_id"), plate["text"],
         plate["normalized_text"], plate["confidence"], plate.get("region"), veh.get("type"), veh.get("color"),
         veh.get("make"), veh.get("model"), img.get("plate_url"), img.get("vehicle_url"), img.get("frame_url"),
         lat.get("capture_to_event_ms"), lat.get("pipeline_ms"), node["site"], node["host"],
         json.dumps(extras, ensure_ascii=False) if extras else "{}", ev.get("first_seen"), ev.get("last_seen"),
-        ev.get("count", 1), ev.get("reads", 0), topic, partition, offset))) + "\n"
+        ev.get("count", 1), ev.get("reads", 0), topic, partition, offset)
+
+
+_EMPTY: dict[str, Any] = {}
 
 
 def migrate(conn: Any, db_schema: str = "public") -> str:
@@ -223,7 +217,8 @@ class PostgresSink(KafkaSink):
             if evs:
                 conn.execute("TRUNCATE events_in")
                 with conn.cursor().copy("COPY events_in FROM STDIN") as copy:
-                    copy.write("".join([copy_line(r.record, r.topic, r.partition, r.offset) for r in evs]).encode())
+                    for r in evs:
+                        copy.write_row(staging_row(r.record, r.topic, r.partition, r.offset))
                 cur = conn.execute(f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) SELECT {_FROM_STAGING}"
                                    " FROM events_in ON CONFLICT DO NOTHING")
                 inserted = cur.rowcount

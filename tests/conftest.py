@@ -20,6 +20,14 @@ TESTS = Path(__file__).resolve().parent
 SHARED = TESTS.parent.parent / "shared"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Test modules that need the backend servers run last, so that tools/run-tests.sh can
+    install the servers in the background meanwhile (the first install builds MinIO: minutes).
+    The ``services`` fixture waits for that install (a file lock per server)."""
+    needs = {item.module for item in items if "services" in getattr(item, "fixturenames", ())}
+    items.sort(key=lambda item: item.module in needs)
+
+
 def shm_segments(prefix: str = "alpr.") -> list[str]:
     return sorted(n for n in os.listdir("/dev/shm") if n.startswith(prefix))
 

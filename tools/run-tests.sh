@@ -18,9 +18,18 @@ if ! command -v chromium >/dev/null 2>&1; then
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
     || echo "!! chromium not installed: tests/test_webui.py will fail (it needs /usr/bin/chromium)" >&2
 fi
-echo "== installing the backend services once: Kafka, PostgreSQL, MinIO, OpenSearch, schema registry" >&2
-echo "   (alpr-topo services install; cached in \$ALPR_TOPO_SERVICES_DIR, about 8 minutes the first time, then a no-op)" >&2
-.venv/bin/alpr-topo services install \
-  || echo "!! backend services not installed (see above): the tests that need them will fail in the services fixture" >&2
+echo "== installing the backend services in the background: Kafka, PostgreSQL, MinIO, OpenSearch, schema registry" >&2
+echo "   (alpr-topo services install, cached in \$ALPR_TOPO_SERVICES_DIR: about 8 minutes the first time, then a no-op;" >&2
+echo "    log in tests/artifacts/services-install.log; the tests that need the servers run last and wait for it)" >&2
+mkdir -p tests/artifacts
+.venv/bin/alpr-topo services install >tests/artifacts/services-install.log 2>&1 &
+installer=$!
 echo "== running the tests" >&2
-exec .venv/bin/python -m pytest -ra "$@"
+status=0
+.venv/bin/python -m pytest -ra "$@" || status=$?
+if ! wait "$installer"; then
+  echo "!! alpr-topo services install failed; the end of tests/artifacts/services-install.log:" >&2
+  tail -n 30 tests/artifacts/services-install.log >&2
+  [ "$status" -ne 0 ] || status=1
+fi
+exit "$status"
