@@ -20,6 +20,7 @@ import re
 import socket
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal
 
 import yaml
@@ -33,8 +34,9 @@ NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 STAGE_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 TOP_KEYS = ("name", "description", "stages", "transport", "hosts", "frame_pool", "plugins", "supervisor", "status")
 STAGE_KEYS = ("type", "params", "inputs", "replicas", "host")
-#: ``$${`` is a literal ``${``; otherwise ``${NAME}`` or ``${NAME:-default}``.
-ENV_RE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+#: ``$${`` is a literal ``${``; otherwise ``${NAME}`` or ``${NAME:-default}``, where the default
+#: may itself hold ``${NAME}`` references (``${RULES:-${ALPR_TOPOLOGY_DIR}/rules.yaml}``).
+ENV_RE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:\$\{[A-Za-z_][A-Za-z0-9_]*\}|[^}])*))?\}")
 MERGE_TAG = "tag:yaml.org,2002:merge"
 NULL_TAG = "tag:yaml.org,2002:null"
 MAX_PORT = 65535
@@ -402,10 +404,10 @@ class _Loader:
                     if node.style is None:  # plain scalar: its type comes from its text
                         node.tag = self.constructor.resolve(yaml.ScalarNode, value, (True, False))
 
-    def _expand(self, node: yaml.ScalarNode, environ: dict[str, str]) -> str:
+    def _expand(self, node: yaml.ScalarNode, environ: dict[str, str], text: str | None = None) -> str:
         out: list[str] = []
         last = 0
-        text = node.value
+        text = node.value if text is None else text
         for match in ENV_RE.finditer(text):
             self._check_malformed(node, text[last:match.start()])
             out.append(text[last:match.start()])
@@ -417,7 +419,7 @@ class _Loader:
             if name in environ:
                 out.append(environ[name])
             elif default is not None:
-                out.append(default)
+                out.append(self._expand(node, environ, default))
             else:
                 self.add(node, f"environment variable {name} is not set, "
                                f"expected it set or a default as ${{{name}:-value}}")
@@ -526,7 +528,10 @@ class _Loader:
             self.add(root if root is not None else 1,
                      f"the top level must be a mapping with at least `name` and `stages`, got {got}")
             raise self.fail()
-        self.substitute_env(root, environ)
+        # ALPR_TOPOLOGY_DIR: the topology file's folder, so a topology can name files beside it
+        # (rules, regions) whatever folder `alpr-topo up` runs in; the environment may override it.
+        here = {"ALPR_TOPOLOGY_DIR": str(Path(self.path).resolve().parent)} if self.path and self.path != "<string>" else {}
+        self.substitute_env(root, {**here, **environ})
         top = self.pairs(root)
         self.check_duplicates(root, top["stages"][1] if "stages" in top else None)
         for key, (key_node, _) in top.items():

@@ -1,5 +1,5 @@
 """End to end on real servers: synthetic video with known plates -> edge topology -> Kafka (+ crops
-in MinIO) -> backend topology -> PostgreSQL and OpenSearch -> Query API.
+in MinIO) -> backend topology -> PostgreSQL, OpenSearch and watchlist alerts -> Query API.
 
 Both topologies run under ``alpr-topo up`` at the same time, as on an edge box and a backend host.
 The edge's ``publish.local`` (downstream of ``publish.kafka`` with ``forward: true``) records what
@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from conftest import SHARED
+from test_alerts import Receiver
 
 pytest.importorskip("confluent_kafka")
 pytest.importorskip("psycopg")
@@ -55,6 +56,7 @@ def backend_topology(name: str, topic: str, updates: str, schema: str) -> str:
     text = text.replace("[alpr.events, alpr.event-updates]", f"[{topic}, {updates}]")
     text = text.replace("group_id: alpr-postgres", f"group_id: {schema}-pg")
     text = text.replace("group_id: alpr-opensearch", f"group_id: {schema}-os")
+    text = text.replace("group_id: alpr-alerts", f"group_id: {schema}-alerts")
     return text.replace("name: backend", f"name: {name}")
 
 
@@ -85,6 +87,15 @@ def test_synthetic_plates_reach_every_store_and_the_api_exactly_once_with_crops(
             conn.execute(f"SET search_path TO {schema}")
             return conn.execute(sql, args or None).fetchall()
 
+    # every plate of the scene is on the watchlist: each right event must fire one webhook
+    readable, _ = truth_vehicles(SCENE)
+    receiver = Receiver()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({
+        "actions": {"hook": {"type": "webhook", "url": receiver.url + "/alpr"}},
+        "watchlists": {"scene": sorted(readable.values())},
+        "rules": [{"name": "scene-plates", "match": "exact", "watchlist": "scene", "actions": ["hook"]}]}))
+    run_env["ALPR_ALERT_RULES"] = str(rules)
     try:
         backend = start_run(backend_topology(f"e2e-backend-{tag}", topic, updates, schema), name="backend.yaml")
         edge = start_run(edge_topology(f"e2e-edge-{tag}", topic, updates, {"bucket": bucket}), "--duration", "400",
@@ -93,7 +104,6 @@ def test_synthetic_plates_reach_every_store_and_the_api_exactly_once_with_crops(
 
         # what the edge sent, and which of it is right against the scene's truth
         sent = read_events(tmp_path / "out" / "events.jsonl")
-        readable, _ = truth_vehicles(SCENE)
         right = {eid: ev for eid, ev in sent.items()
                  if readable.get(int(ev["extras"].get("truth_vehicle_id") or -1)) == ev["plate"]["normalized_text"]}
         assert right, f"no event of the edge read a plate of the scene {sorted(readable.values())}: {edge.output()}"
@@ -116,6 +126,15 @@ def test_synthetic_plates_reach_every_store_and_the_api_exactly_once_with_crops(
         hits = opensearch.search(index=f"{prefix}-*", body={"size": 1000, "query": {"match_all": {}}})["hits"]["hits"]
         assert Counter(h["_id"] for h in hits) == Counter(sent.keys()), "OpenSearch documents differ from the events sent"
 
+        # alerts: a webhook for each watched plate (rate-limited: once per plate), none for the others
+        watched = {eid: ev["plate"]["normalized_text"] for eid, ev in sent.items()
+                   if ev["plate"]["normalized_text"] in readable.values()}
+        assert set(right) <= set(watched)
+        plates = set(watched.values())
+        backend.wait_for(lambda: len(receiver.bodies) >= len(plates), timeout=60, what="the alert webhooks")
+        assert sorted(b["plate"] for b in receiver.bodies) == sorted(plates)
+        assert all(b["event"]["event_id"] in watched for b in receiver.bodies)
+
         # the Query API finds each right event by id, by plate and in search, with its crop
         config = ApiConfig(postgres_dsn=services.postgres_dsn, db_schema=schema, opensearch_url=services.opensearch_url,
                            index_prefix=prefix, s3_endpoint=m["endpoint"], s3_access_key=m["access_key"],
@@ -134,6 +153,7 @@ def test_synthetic_plates_reach_every_store_and_the_api_exactly_once_with_crops(
             stats = api.get("/stats").json()
             assert stats["events"] == len(sent)
     finally:
+        receiver.close()
         with psycopg.connect(services.postgres_dsn, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         opensearch.indices.delete(index=f"{prefix}-*,{prefix}_updates", ignore=404)

@@ -575,6 +575,22 @@ def test_env_passed_explicitly() -> None:
     assert topo.name == "pinned"
 
 
+def test_env_default_may_name_a_variable_and_topology_dir_is_the_files_folder(tmp_path: Path) -> None:
+    sub = tmp_path / "site"
+    sub.mkdir()
+    path = sub / "t.yaml"
+    path.write_text("name: x\nstages:\n  cam:\n    type: source.test_pattern\n"
+                    "    params: {camera_id: '${CAM:-${ALPR_TOPOLOGY_DIR}/cam}'}\n")
+    topo = load(str(path))
+    assert topo.stages["cam"].params["camera_id"] == f"{sub}/cam"
+    os_env = {"CAM": "given", "ALPR_TOPOLOGY_DIR": "/elsewhere"}
+    assert parse(path.read_text(), environ=os_env).stages["cam"].params["camera_id"] == "given"
+    assert parse(path.read_text(), environ={"ALPR_TOPOLOGY_DIR": "/elsewhere"}).stages["cam"].params["camera_id"] == "/elsewhere/cam"
+    assert parse_problems("name: x\nstages:\n  cam:\n    type: source.test_pattern\n"
+                          "    params: {camera_id: '${CAM:-${DIR'}\n") == [
+        "<string>:5: malformed environment reference '${CAM:-${DIR', expected ${NAME} or ${NAME:-default}"]
+
+
 # -- plugins --------------------------------------------------------------------------------------
 
 
