@@ -18,7 +18,8 @@ WARMUP = 5
 
 def _segments() -> set[str]:
     try:
-        return {n for n in os.listdir("/dev/shm") if n.startswith("alpr.")}
+        # only this benchmark's segments (run ids "bt<pid>..."): other runs may come and go meanwhile
+        return {n for n in os.listdir("/dev/shm") if n.startswith("alpr.bt")}
     except FileNotFoundError:
         return set()
 
