@@ -13,180 +13,21 @@ gives all three the same behaviour.
 
 from __future__ import annotations
 
-import io
 import logging
-import struct
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Callable
 
 from pydantic import Field
 
 from ..core.stage import Source, StageParams
-from ..stages import events
 from . import avro_wire
+from .avro_reader import raw_readers
 
 __all__ = ["Record", "KafkaIngest", "KafkaSinkParams", "KafkaSink", "DLQ_SUFFIX"]
 
 DLQ_SUFFIX = ".dlq"
-
-
-class _Unsupported(Exception):
-    """A schema construct :class:`_ReaderSource` does not generate code for."""
-
-
-def _varint_rest(data: bytes, pos: int, first: int) -> tuple[int, int]:
-    """The rest of a zig-zag varint whose first byte ``first`` (>= 0x80) was read already."""
-    n = first & 0x7F
-    shift = 7
-    while True:
-        b = data[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        if b < 0x80:
-            return (n >> 1) ^ -(n & 1), pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint longer than 10 bytes")
-
-
-class _ReaderSource:
-    """Python source of a reader for one fixed Avro schema: straight-line code, one local per value.
-
-    Why: fastavro's generic reader walks the schema for every message (about 40 us per event on
-    this project's bench machine, the largest cost of ingest); code generated once per schema
-    reads the same bytes in about half that. Only what the event schemas use is supported
-    (primitives, records, unions, maps, arrays); anything else makes :func:`compile_reader`
-    return None and fastavro is used instead. Every length and count is checked against the
-    buffer, so corrupt bytes raise (and then take the precise-error path) instead of looping.
-    """
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.n = 0
-
-    def var(self) -> str:
-        self.n += 1
-        return f"v{self.n}"
-
-    def emit(self, depth: int, line: str) -> None:
-        self.lines.append("    " * depth + line)
-
-    def long(self, depth: int, out: str) -> None:
-        """A zig-zag varint into ``out``; the one-byte case inline (most counts, indexes, lengths)."""
-        self.emit(depth, "b = data[pos]; pos += 1")
-        self.emit(depth, f"if b < 128: {out} = (b >> 1) ^ -(b & 1)")
-        self.emit(depth, f"else: {out}, pos = _varint_rest(data, pos, b)")
-
-    def value(self, schema: Any, depth: int) -> str:
-        """Emit code that reads one ``schema`` value; returns the expression holding it."""
-        if isinstance(schema, list):
-            return self.union(schema, depth)
-        t = schema["type"] if isinstance(schema, dict) else schema
-        if isinstance(t, (dict, list)):
-            return self.value(t, depth)
-        if t == "null":
-            return "None"
-        out = self.var()
-        if t in ("int", "long"):
-            self.long(depth, out)
-        elif t in ("string", "bytes"):
-            n = self.var()
-            self.long(depth, n)
-            self.emit(depth, f"if {n} < 0 or pos + {n} > end: raise ValueError('bad length')")
-            self.emit(depth, f"{out} = data[pos:pos + {n}]{'.decode()' if t == 'string' else ''}; pos += {n}")
-        elif t == "double":
-            self.emit(depth, f"{out} = _double(data, pos)[0]; pos += 8")
-        elif t == "float":
-            self.emit(depth, f"{out} = _float(data, pos)[0]; pos += 4")
-        elif t == "boolean":
-            self.emit(depth, f"{out} = data[pos] == 1; pos += 1")
-        elif t == "record":
-            fields = [(f["name"], self.value(f["type"], depth)) for f in schema["fields"]]
-            self.emit(depth, f"{out} = {{{', '.join(f'{name!r}: {v}' for name, v in fields)}}}")
-        elif t in ("map", "array"):
-            item = schema["values"] if t == "map" else schema["items"]
-            if item == "null":
-                raise _Unsupported("items of type null")  # they take no bytes: counts unchecked
-            count = self.var()
-            self.emit(depth, f"{out} = {{}}" if t == "map" else f"{out} = []")
-            self.emit(depth, "while True:")
-            self.long(depth + 1, count)
-            self.emit(depth + 1, f"if {count} == 0: break")
-            self.emit(depth + 1, f"if {count} < 0:")  # a block with its size in bytes
-            self.emit(depth + 2, f"{count} = -{count}")
-            self.long(depth + 2, self.var())
-            self.emit(depth + 1, f"if {count} > end - pos: raise ValueError('bad count')")
-            self.emit(depth + 1, f"for _ in range({count}):")
-            if t == "map":
-                key = self.value("string", depth + 2)
-                self.emit(depth + 2, f"{out}[{key}] = {self.value(item, depth + 2)}")
-            else:
-                self.emit(depth + 2, f"{out}.append({self.value(item, depth + 2)})")
-        else:
-            raise _Unsupported(str(t))
-        return out
-
-    def union(self, branches: list[Any], depth: int) -> str:
-        out, index = self.var(), self.var()
-        self.long(depth, index)
-        for i, branch in enumerate(branches):
-            self.emit(depth, f"{'if' if i == 0 else 'elif'} {index} == {i}:")
-            self.emit(depth + 1, f"{out} = {self.value(branch, depth + 1)}")
-        self.emit(depth, "else: raise ValueError('bad union branch')")
-        return out
-
-
-def compile_reader(schema: Any) -> Callable[[bytes, int], Any] | None:
-    """``read(data, pos)``: the value of ``schema`` (logical types already stripped) encoded at
-    ``data[pos:]``, which must end exactly at the end of ``data``; raises on anything malformed.
-    None when the schema uses something :class:`_ReaderSource` does not support."""
-    src = _ReaderSource()
-    try:
-        result = src.value(schema, 1)
-    except _Unsupported:
-        return None
-    code = "\n".join(["def read(data, pos):", "    end = len(data)", *src.lines,
-                      "    if pos != end: raise ValueError('trailing bytes')", f"    return {result}"])
-    namespace: dict[str, Any] = {"_varint_rest": _varint_rest, "_double": struct.Struct("<d").unpack_from,
-                                 "_float": struct.Struct("<f").unpack_from}
-    exec(compile(code, "<avro reader>", "exec"), namespace)
-    return namespace["read"]  # type: ignore[no-any-return]
-
-
-def _strip_logical(node: Any) -> Any:
-    """A schema without its logical types: reading with it yields the plain dict form directly
-    (int milliseconds, str UUID), as :mod:`alpr_topo.stages.events` uses."""
-    if isinstance(node, dict):
-        return {k: _strip_logical(v) for k, v in node.items() if k != "logicalType"}
-    if isinstance(node, list):
-        return [_strip_logical(v) for v in node]
-    return node
-
-
-@lru_cache(maxsize=None)
-def _raw_readers() -> dict[bytes, tuple[str, Callable[[bytes, int], Any]]]:
-    """Fingerprint -> (name, reader of the plain dict form) for this version's schemas: the
-    generated reader, or fastavro's (same result) if the schema cannot be compiled."""
-    import fastavro
-
-    def fastavro_reader(parsed: Any) -> Callable[[bytes, int], Any]:
-        def read(data: bytes, pos: int) -> Any:
-            buf = io.BytesIO(data)
-            buf.seek(pos)
-            record = fastavro.schemaless_reader(buf, parsed, None)
-            if buf.tell() != len(data):
-                raise ValueError("trailing bytes")
-            return record
-        return read
-
-    readers: dict[bytes, tuple[str, Callable[[bytes, int], Any]]] = {}
-    for name in (events.EVENT, events.UPDATE):
-        schema = _strip_logical(events.schema(name))
-        reader = compile_reader(schema) or fastavro_reader(fastavro.parse_schema(schema, named_schemas={}))
-        readers[avro_wire.fingerprint(name)] = (name, reader)
-    return readers
 
 
 def _slow_decode(decoder: avro_wire.AvroDecoder, data: bytes | None) -> tuple[str, dict[str, Any]]:
@@ -200,7 +41,7 @@ def _fast_decode(data: bytes | None) -> tuple[str, dict[str, Any]] | None:
     error."""
     if data is None or len(data) < 10 or data[:2] != avro_wire.SINGLE_OBJECT_MAGIC:
         return None
-    found = _raw_readers().get(bytes(data[2:10]))
+    found = raw_readers().get(bytes(data[2:10]))
     if found is None:
         return None
     try:
@@ -210,7 +51,7 @@ def _fast_decode(data: bytes | None) -> tuple[str, dict[str, Any]] | None:
     return (found[0], record) if isinstance(record, dict) else None
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """One decoded message: ``name`` is ``event`` or ``event_update``, ``record`` its dict form."""
 
@@ -401,13 +242,27 @@ class KafkaSinkParams(StageParams):
     consumer_config: dict[str, str | int | float | bool] = Field(default_factory=dict, description="further librdkafka consumer settings")
 
 
+@dataclass
+class _Flight:
+    """A batch being stored in the background, and the read positions to commit once it is."""
+
+    batch: list[Record]
+    positions: dict[tuple[str, int], int]
+    future: "Future[None]"
+
+
 class KafkaSink(Source):
     """A store that reads Kafka itself and commits only what it stored (subclasses: ``store``).
 
-    It is a Source because it has no upstream stage: ``produce`` polls, stores full (or lingering)
-    batches, commits, and returns nothing. While the store is down the consumer is paused, the
-    batch is kept, and storing is retried every ``retry_interval_s``; nothing is committed until
-    it succeeds, so a crash meanwhile re-reads the batch (stores are idempotent on event_id).
+    It is a Source because it has no upstream stage: ``produce`` polls, and hands full (or
+    lingering) batches to ``store``, which runs in a background thread, so that polling and
+    decoding the next batch overlaps with the store's round trips (the database or OpenSearch
+    work, its COMMIT, the offset commit): about half the time of a batch. At most one batch is in
+    flight; its offsets (the read positions when it was cut, so nothing read later) are committed
+    only once ``store`` returned, from this thread. While the store is down the consumer is paused,
+    the batch is kept, and storing is retried every ``retry_interval_s`` in this thread; nothing is
+    committed until it succeeds, so a crash meanwhile re-reads the batch (stores are idempotent on
+    event_id).
     """
 
     Params = KafkaSinkParams
@@ -419,16 +274,21 @@ class KafkaSink(Source):
         self.pending: list[Record] = []
         self.first_at = 0.0
         self.retry_at: float | None = None
+        self.flight: _Flight | None = None
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.type_name}-store")
         self.ingest = KafkaIngest(p.bootstrap_servers, p.group_id, list(p.topics), registry_url=p.schema_registry_url,
                                   dead_letter=p.dead_letter, consumer_config=dict(p.consumer_config), log=self.log,
                                   count=self.ctx.count, on_revoke=self._revoked)
 
     def store(self, records: list[Record]) -> None:
-        """Make ``records`` durable (idempotently); raise to have the batch retried later."""
+        """Make ``records`` durable (idempotently); raise to have the batch retried later. Runs in
+        the store thread (one batch at a time), so it must not touch what ``produce`` uses."""
         raise NotImplementedError
 
     def produce(self) -> None:
         now = time.monotonic()
+        if self.flight is not None and self.flight.future.done():
+            self._land()
         if self.retry_at is not None:
             if now < self.retry_at:
                 return None
@@ -440,8 +300,8 @@ class KafkaSink(Source):
         self.pending.extend(records)
         full = len(self.pending) >= self.params.batch_size
         if full or (self.pending and now - self.first_at >= self.params.linger_ms / 1000):
-            self.write_pending()
-        elif not self.pending and records == [] and self.ingest.positions():
+            self._launch()
+        elif not self.pending and records == [] and self.flight is None and self.ingest.positions():
             self._commit_dead_letters_only()
         return None
 
@@ -458,42 +318,81 @@ class KafkaSink(Source):
             except Exception as exc:
                 self.log.warning("commit failed: %s", exc)
 
+    def _launch(self) -> None:
+        """Start storing the pending batch in the background (after the one in flight landed)."""
+        if self.flight is not None and not self._land():
+            return  # it failed and is pending again, retried after retry_interval_s
+        batch, self.pending = self.pending, []
+        # every record read so far is in this batch (or dead-lettered): these positions are its end
+        self.flight = _Flight(batch, self.ingest.positions(), self.pool.submit(self.store, batch))
+
+    def _land(self) -> bool:
+        """Wait for the batch in flight; commit it if stored, else make it pending again first."""
+        flight, self.flight = self.flight, None
+        if flight is None:
+            return True
+        try:
+            flight.future.result()
+        except Exception as exc:
+            self.pending = flight.batch + self.pending
+            self._failed(exc)
+            return False
+        self._stored(flight.batch, flight.positions)
+        return True
+
     def write_pending(self) -> bool:
-        """Store and commit the pending batch; on failure pause and schedule a retry."""
-        batch = self.pending
+        """Store and commit the pending batch in this thread (retries, flush); on failure pause
+        and schedule a retry."""
+        if not self._land():
+            return False
+        batch, self.pending = self.pending, []
+        positions = self.ingest.positions()
         try:
             if batch:
                 self.store(batch)
         except Exception as exc:
-            self.ctx.count("store_errors", 1)
-            if self.retry_at is None:
-                self.log.warning("%s: store failed (%s); retrying every %.1f s, offsets not committed",
-                                 self.type_name, exc, self.params.retry_interval_s)
-            self.retry_at = time.monotonic() + self.params.retry_interval_s
-            self.ingest.pause()
+            self.pending = batch + self.pending
+            self._failed(exc)
             return False
+        self._stored(batch, positions)
+        return True
+
+    def _failed(self, exc: Exception) -> None:
+        self.ctx.count("store_errors", 1)
+        if self.retry_at is None:
+            self.log.warning("%s: store failed (%s); retrying every %.1f s, offsets not committed",
+                             self.type_name, exc, self.params.retry_interval_s)
+        self.retry_at = time.monotonic() + self.params.retry_interval_s
+        self.ingest.pause()
+
+    def _stored(self, batch: list[Record], positions: dict[tuple[str, int], int]) -> None:
         if self.retry_at is not None:
             self.log.info("%s: store is back; %d records stored", self.type_name, len(batch))
         self.retry_at = None
         self.ctx.count("stored", len(batch))
-        self.pending = []
         try:
-            self.ingest.commit(batch, self.ingest.positions())
+            self.ingest.commit(batch, positions)
         except Exception as exc:  # stored but not committed: read again later, stored idempotently
             self.log.warning("offset commit failed: %s", exc)
         self.ingest.resume()
-        return True
 
     def _revoked(self, partitions: set[tuple[str, int]]) -> None:
-        """Partitions moved to another member: forget their unstored records (it re-reads them)."""
+        """Partitions moved to another member: land the batch in flight (its commit is still ours
+        to make), then forget the unstored records of those partitions (the new owner re-reads)."""
+        self._land()
         self.pending = [r for r in self.pending if (r.topic, r.partition) not in partitions]
 
     def flush(self) -> None:
-        if self.pending:
+        if self.flight is not None or self.pending:
             self.write_pending()
         return None
 
     def teardown(self) -> None:
+        if getattr(self, "flight", None) is not None:
+            self._land()  # a batch in flight finishes and, if stored, is committed (fewer re-reads)
+        pool = getattr(self, "pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
         ingest = getattr(self, "ingest", None)
         if ingest is not None:
             ingest.close()

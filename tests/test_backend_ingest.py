@@ -162,7 +162,7 @@ def test_events_and_updates_land_exactly_once_in_postgres_and_opensearch(setup: 
     assert by_id[evs[0]["event_id"]][2] == 1
     assert setup.pg("SELECT extras FROM events LIMIT 1")[0][0]["note"] == "tab\there \\ back\nnew line ü"  # COPY escaping
     assert setup.pg("SELECT count(*) FROM pg_inherits WHERE inhrelid::regclass::text LIKE 'events_p%'")[0][0] >= 1
-    assert setup.pg("SELECT version, variant FROM schema_migrations ORDER BY version") == [(1, "native"), (2, "native")]
+    assert setup.pg("SELECT version, variant FROM schema_migrations ORDER BY version") == [(1, "native"), (2, "native"), (3, "native")]
 
     with StageHarness("sink.opensearch", setup.os_params(batch_size=128)) as h:
         drive(h, lambda: os_count(setup) >= 300 and h.counters["updates"] >= 2, what="opensearch docs")
@@ -245,6 +245,9 @@ def test_postgres_outage_loses_nothing_duplicates_nothing_and_commits_nothing_un
     setup.produce([make(i) for i in range(500)])
     with StageHarness("sink.postgres", setup.pg_params(batch_size=100, retry_interval_s=0.5, connect_timeout_s=2)) as h:
         drive(h, lambda: setup.pg("SELECT count(*) FROM events")[0][0] >= 500, what="first rows")
+        # the sink commits a batch's offsets just after its COMMIT (the store runs in a thread):
+        # wait for that, so "before" below holds every offset of what was stored before the outage
+        drive(h, lambda: setup.committed(group) == setup.end_offsets(), what="first commit")
         services.stop("postgres")
         try:
             setup.produce([make(i) for i in range(500, 1500)])
@@ -276,9 +279,11 @@ def test_backend_topology_stores_into_both(setup: Setup, services: Any, run_env:
     text = text.replace("[alpr.events, alpr.event-updates]", f"[{setup.topic}, {setup.updates}]")
     text = text.replace("group_id: alpr-postgres", f"group_id: {setup.schema}-pg")
     text = text.replace("group_id: alpr-opensearch", f"group_id: {setup.schema}-os")
+    text = text.replace("group_id: alpr-alerts", f"group_id: {setup.schema}-alerts")
     text = text.replace("name: backend", f"name: backend-{setup.schema[-6:]}")
     services.ensure("kafka", "postgres", "opensearch")
-    run_env.update(services.env, ALPR_POSTGRES_SCHEMA=setup.schema, ALPR_INDEX_PREFIX=setup.prefix)
+    run_env.update(services.env, ALPR_POSTGRES_SCHEMA=setup.schema, ALPR_INDEX_PREFIX=setup.prefix,
+                   ALPR_ALERT_RULES=str(REPO / "topologies" / "alert-rules.yaml"))  # the copy runs in tmp_path
     run = start_run(text)
     evs = [make(i) for i in range(200)]
     setup.produce(evs)
@@ -291,8 +296,10 @@ def test_backend_topology_stores_into_both(setup: Setup, services: Any, run_env:
 
     run.wait_for(stored, timeout=90, what="events in PostgreSQL and OpenSearch")
     run.wait_for(lambda: setup.committed(f"{setup.schema}-pg") == setup.end_offsets(), what="postgres commits")
-    rows = run.stage_rows("postgres")
-    assert rows and json.dumps(rows)  # the status page lists the stage
+    rows = run.status()["stages"]
+    assert {r["stage"] for r in rows} == {"postgres", "opensearch", "events", "alerts"}
+    assert all(r["state"] == "running" and r["restarts"] == 0 for r in rows), json.dumps(rows)
+    assert run.stage_rows("events")[0]["frames_out"] == 200  # the alert engine's consumer saw every event
 
 
 @pytest.mark.slow
@@ -307,3 +314,57 @@ def test_bench_backend_json(services: Any) -> None:
     assert result["stored_events"] == 20000
     assert result["query_p50_ms"] <= result["query_p99_ms"]
     assert result["postgres_events_per_s"] > result["baseline_events_per_s"]  # batching beats one INSERT per event
+
+
+def test_generated_avro_reader_matches_fastavro_and_rejects_corrupt_bytes() -> None:
+    """The schema-compiled reader of the sinks' fast path gives fastavro's result for every
+    event/update, and for damaged bytes either the same result or None (then the slow path)."""
+    import io
+    import random
+
+    import fastavro
+
+    from alpr_topo.backend.avro_reader import strip_logical
+    from alpr_topo.backend.kafka_ingest import _fast_decode
+
+    parsed = {avro_wire.fingerprint(n): fastavro.parse_schema(strip_logical(events.schema(n)), named_schemas={})
+              for n in (events.EVENT, events.UPDATE)}
+
+    def reference(data: bytes) -> Any:
+        buf = io.BytesIO(data)
+        buf.seek(10)
+        try:
+            record = fastavro.schemaless_reader(buf, parsed[data[2:10]], None)
+        except Exception:
+            return None
+        return record if buf.tell() == len(data) else None
+
+    rng = random.Random(7)
+
+    def maybe(value: Any) -> Any:
+        return value if rng.random() < 0.5 else None
+
+    blobs = []
+    for i in range(400):
+        if i % 5 == 0:
+            rec = events.make_update(event_id=events.new_event_id(), last_seen=rng.uniform(-1e9, 4e9),
+                                     count=rng.randint(0, 2**31 - 1), camera_id="c" + "ü" * rng.randint(0, 90),
+                                     similarity=maybe(rng.random()))
+        else:
+            rec = events.make_event(camera_id="cam\t" + "x" * rng.randint(0, 200), captured_at=rng.uniform(-2e9, 4e9),
+                                    track_id=maybe(rng.randint(-2**62, 2**62)),
+                                    plate={"text": "é" * rng.randint(0, 70), "normalized_text": "AB1", "confidence": rng.random(),
+                                           "region": maybe("us-ca")},
+                                    vehicle={"type": maybe("car"), "make": maybe("x" * 150)}, images={"frame_url": maybe("s3://b/k")},
+                                    latency={"pipeline_ms": maybe(rng.uniform(-1e6, 1e6))}, site="s", host="h",
+                                    extras={f"k{j}": "v" * j for j in range(rng.randint(0, 70))}, reads=rng.randint(0, 99))
+        blob = avro_wire.encode_single_object(rec)
+        assert _fast_decode(blob) == (avro_wire.schema_name_of(rec), reference(blob))
+        blobs.append(blob)
+    for blob in blobs:
+        for _ in range(10):
+            damaged = bytearray(blob)
+            damaged[rng.randrange(10, len(damaged))] = rng.randrange(256)
+            cut = bytes(damaged[:rng.randrange(10, len(damaged) + 1)]) if rng.random() < 0.3 else bytes(damaged)
+            got = _fast_decode(cut)
+            assert got is None or got[1] == reference(cut)
