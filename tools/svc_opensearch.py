@@ -6,6 +6,12 @@ loopback). It is checked against its published SHA-512 and unpacked into ``insta
 configuration is a per-service copy in ``data/config`` (``OPENSEARCH_PATH_CONF``) so the install
 stays read-only. OpenSearch 2.19 is the newest line that runs on Java 17, which is what Debian 12
 ships (3.x needs Java 21).
+
+The minimal distribution also lacks the ``analysis-common`` module, which holds the n-gram
+tokenizers of sink.opensearch's index template. Maven Central publishes that module as a plain
+jar (``org.opensearch.plugin:analysis-common``, its Lucene library is already in ``lib/``), so it
+is added to ``modules/`` with the descriptor OpenSearch reads; plate search then runs locally as
+it does on a regular distribution.
 """
 
 from __future__ import annotations
@@ -32,10 +38,24 @@ def unzip(archive: Path, dest: Path) -> None:
                 os.chmod(path, mode & 0o777)
 
 
+#: ``modules/analysis-common/plugin-descriptor.properties`` (``extended.plugins`` is left empty:
+#: upstream names lang-painless, which the minimal distribution lacks and the tokenizers do not need)
+ANALYSIS_COMMON_DESCRIPTOR = """\
+description=Adds "built in" analyzers to OpenSearch.
+version={version}
+name=analysis-common
+classname=org.opensearch.analysis.common.CommonAnalysisPlugin
+java.version=11
+opensearch.version={version}
+extended.plugins=
+has.native.controller=false
+"""
+
+
 class OpenSearch(Service):
     name = "opensearch"
     title = "OpenSearch"
-    version = OPENSEARCH_VERSION
+    version = f"{OPENSEARCH_VERSION}+analysis-common"  # the install marker: older installs lack the module
     ports = {"port": 9200, "transport_port": 9300}
     settings = {"heap": "512m"}
     start_timeout_s = 180.0
@@ -56,9 +76,15 @@ class OpenSearch(Service):
         archive.unlink()
         if not (self.home / "bin" / "opensearch").exists():
             raise ServiceError(f"the archive did not contain opensearch-{OPENSEARCH_VERSION}/bin/opensearch")
+        jar = f"analysis-common-{OPENSEARCH_VERSION}.jar"
+        url = f"{MAVEN_REPO}/org/opensearch/plugin/analysis-common/{OPENSEARCH_VERSION}/{jar}"
+        module = self.home / "modules" / "analysis-common"
+        say(f"adding the analysis-common module (n-gram tokenizers) from {url}")
+        download(url, module / jar, say, sha512_url=url + ".sha512")
+        (module / "plugin-descriptor.properties").write_text(ANALYSIS_COMMON_DESCRIPTOR.format(version=OPENSEARCH_VERSION))
 
     def notes(self) -> dict[str, Any]:
-        return {"server": f"OpenSearch {OPENSEARCH_VERSION} (integ-test-zip: no plugins, no security)"}
+        return {"server": f"OpenSearch {OPENSEARCH_VERSION} (integ-test-zip + analysis-common: no security plugin)"}
 
     def prepare(self, cfg: dict[str, Any], say: Say) -> None:
         conf = self.mkdir(self.data_dir / "config")
