@@ -35,7 +35,10 @@ Additions for licence plates and the vehicles carrying them (each can be turned 
   speed unknown. For tracks whose size (geometric mean of width and height) is below
   ``tiny_box_size`` the similarity is the larger of the IoU and
   ``(1 - d / (center_gate * size)) * (width ratio) * (height ratio)``, ``d`` the distance of
-  the centres (``center_gate=0`` turns it off).
+  the centres (``center_gate=0`` turns it off). With ``center_all`` (the stage sets it for
+  plates) every track gets the fallback whatever its size, and the radius of a track that is
+  not lost grows by ``SIGMAS`` standard deviations of its predicted centre (wide while the
+  speed is unknown: a plate at 5 fps moves most of its width per frame).
 - *Groups*: detections may name the object that contains them (for a plate: the track id of its
   vehicle). A track never takes a detection of another group while its own group is still
   followed, so a plate track does not jump to the plate of the vehicle passing in front.
@@ -61,6 +64,7 @@ from .kalman import MIN_SIZE, BoxKalmanFilter, cxcywh_to_xyxy, xyxy_to_cxcywh
 __all__ = ["TrackerConfig", "Track", "ByteTracker", "iou_matrix", "assign", "NEW", "TRACKED", "LOST", "REMOVED"]
 
 NEW, TRACKED, LOST, REMOVED = "new", "tracked", "lost", "removed"
+SIGMAS = 2.0  # plates: the centre radius grows by this many standard deviations of the prediction
 
 
 @dataclass
@@ -88,6 +92,7 @@ class TrackerConfig:
     std_weight_velocity: float = 1.0 / 160
     init_velocity_std: float = 32.0
     velocity_noise: float = 0.2
+    center_all: bool = False  # the centre fallback for boxes of every size (plates)
 
 
 @dataclass(eq=False)
@@ -368,16 +373,28 @@ class ByteTracker:
             sim[self._mahalanobis(tracks, predicted, det_boxes) > cfg.gate] = 0.0
         if cfg.center_gate > 0:
             scale = np.sqrt(state[:, 2] * state[:, 3])  # geometric mean of width and height
-            tiny = scale < cfg.tiny_box_size
+            tiny = np.ones(len(tracks), bool) if cfg.center_all else scale < cfg.tiny_box_size
             if tiny.any():
+                rows = [t._row for t, small in zip(tracks, tiny) if small]
                 det = xyxy_to_cxcywh(det_boxes)
                 t = state[tiny]
-                dist = np.hypot(t[:, None, 0] - det[None, :, 0], t[:, None, 1] - det[None, :, 1])
-                radius = cfg.center_gate * scale[tiny][:, None]
+                base = cfg.center_gate * scale[tiny][:, None]
+                rx = ry = base
+                if cfg.center_all:
+                    # plates: the radius grows by the prediction's own uncertainty (SIGMAS standard
+                    # deviations of the centre): wide for a young track whose speed is unknown, a
+                    # few pixels more for a settled one. Not for lost tracks: their uncertainty
+                    # grows with every frame unseen, and a plate entering elsewhere is no reason
+                    # to re-find them far from where they were
+                    _, S = self.kf.project(self._mean[rows], self._cov[rows])
+                    grow = SIGMAS * np.array([t.state != LOST for t, small in zip(tracks, tiny) if small], float)
+                    rx = base + (grow * np.sqrt(S[:, 0, 0]))[:, None]
+                    ry = base + (grow * np.sqrt(S[:, 1, 1]))[:, None]
+                dist = np.hypot((t[:, None, 0] - det[None, :, 0]) / rx, (t[:, None, 1] - det[None, :, 1]) / ry)
                 tw, th = t[:, 2:3], t[:, 3:4]
                 dw, dh = np.maximum(det[None, :, 2], 1e-9), np.maximum(det[None, :, 3], 1e-9)
                 shape = (np.minimum(tw, dw) / np.maximum(tw, dw)) * (np.minimum(th, dh) / np.maximum(th, dh))
-                centre = np.clip(1.0 - dist / radius, 0.0, 1.0) * shape
+                centre = np.clip(1.0 - dist, 0.0, 1.0) * shape
                 sim[tiny] = np.maximum(sim[tiny], centre)
         det_groups = [f.groups[di] for di in dets]
         if any(g is not None for g in det_groups):

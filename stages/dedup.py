@@ -32,7 +32,7 @@ from ..core.envelope import Envelope
 from ..core.framepool import StaleFrame
 from ..core.stage import Stage, StageParams
 from . import events
-from .dedup_vote import Read, Vote, best_match, quality_score, vote
+from .dedup_vote import Read, Vote, best_match, quality_score, similarity, truncation_of, vote
 
 __all__ = ["DedupParams", "DedupStage", "STAGE_TYPES"]
 
@@ -41,6 +41,7 @@ MAX_READS = 400  # reads kept per passage (the lowest-weight one goes first)
 MAX_TEXTS = 32  # distinct texts whose best crop is kept per passage
 MAX_OPEN = 512  # open passages per camera before the oldest is finished early
 MAX_RECENT = 20000  # kept events remembered for duplicate suppression
+PACE_DECAY = 0.95  # per envelope: the camera's pace is measured over its last ~20 envelopes
 
 
 class DedupParams(StageParams):
@@ -129,7 +130,18 @@ class Camera:
     groups: int = 0  # untracked group numbers
     sent: int = 0  # envelopes sent for this camera: their frame_id (see _next_id)
     last_captured: float = float("-inf")
-    last_arrival: float = 0.0  # self._clock() when its last envelope arrived
+    last_arrival: float | None = None  # self._clock() when its last envelope arrived
+    # capture time and arrival time that passed between its recent envelopes (decaying sums):
+    # their ratio is how fast the camera's capture clock runs here (below 1 when the pipeline
+    # is slower than the camera, e.g. a file or a synthetic scene on a busy machine)
+    paced_capture: float = 0.0
+    paced_arrival: float = 0.0
+
+    def pace(self) -> float:
+        """Capture seconds per arrival second lately, at most 1 (1 while unknown)."""
+        if self.paced_arrival <= 0.0:
+            return 1.0
+        return min(1.0, self.paced_capture / self.paced_arrival)
 
 
 _NOT_ALNUM = re.compile(r"[^0-9A-Z]")
@@ -171,8 +183,12 @@ class DedupStage(Stage):
         cam = self.cameras.setdefault(env.camera_id, Camera())
         t = float(env.captured_at)
         outs = self._expire(env.camera_id, cam, t)
+        arrival = self._clock()
+        if cam.last_arrival is not None and t > cam.last_captured:
+            cam.paced_capture = cam.paced_capture * PACE_DECAY + (t - cam.last_captured)
+            cam.paced_arrival = cam.paced_arrival * PACE_DECAY + max(0.0, arrival - cam.last_arrival)
         cam.last_captured = max(cam.last_captured, t)
-        cam.last_arrival = self._clock()
+        cam.last_arrival = arrival
         self.newest = max(self.newest, t)
         self._presence(cam, env, t)
         read_frame = False
@@ -196,9 +212,11 @@ class DedupStage(Stage):
         outs, self.outbox = self.outbox, []
         now = self._clock()
         for camera_id, cam in self.cameras.items():
-            if cam.passages:
-                # the camera's capture clock, carried on by the wall clock while it is quiet
-                estimate = cam.last_captured + max(0.0, now - cam.last_arrival)
+            if cam.passages and cam.last_arrival is not None:
+                # the camera's capture clock, carried on by the wall clock while it is quiet, at
+                # the pace its envelopes came lately: a pipeline slower than the camera (a file,
+                # a busy machine) must not end passages between two of its frames
+                estimate = cam.last_captured + cam.pace() * max(0.0, now - cam.last_arrival)
                 outs += self._expire(camera_id, cam, estimate)
         return outs or None
 
@@ -460,6 +478,8 @@ class DedupStage(Stage):
         if result is None:
             self.ctx.count("tracks_dropped")
             return []
+        if reason != "max_track" and self._absorb_truncated(cam, passage, result.normalized):
+            return []
         self._prune()
         site = self._site(passage.camera_id)
         first = passage.first_read
@@ -484,6 +504,24 @@ class DedupStage(Stage):
             passage.vehicle_crop = passage.frame_copy = None
         return [out]
 
+    def _absorb_truncated(self, cam: Camera, passage: Passage, text: str) -> bool:
+        """A passage whose text is a cut-off part of the text of a passage of the same camera
+        still open beside it (a plate read while entering the view, before the tracker caught
+        it) is part of that one: it sends nothing, its time span joins the other passage."""
+        gap = self.params.track_timeout_s
+        for other in cam.passages.values():
+            if other is passage or other.kept is not None or not other.reads:
+                continue
+            if other.seen < passage.first_read - gap or other.first_read > passage.seen + gap:
+                continue
+            if any(truncation_of(text, t) for t in other.texts()):
+                other.started = min(other.started, passage.started)
+                other.first_read = min(other.first_read, passage.first_read)
+                other.seen = max(other.seen, passage.seen)
+                self.ctx.count("truncated_absorbed")
+                return True
+        return False
+
     def _prune(self) -> None:
         horizon = self.newest - (self.params.window_s + self.params.max_track_s + self.params.track_timeout_s)
         while self.recent and self.recent[0].last_seen < horizon:
@@ -494,6 +532,7 @@ class DedupStage(Stage):
         if p.window_s <= 0:
             return None
         candidates = []
+        truncated: tuple[Kept, float] | None = None
         for kept in self.recent:
             if p.scope == "camera" and kept.camera_id != camera_id:
                 continue
@@ -502,7 +541,10 @@ class DedupStage(Stage):
             gap = max(0.0, first - kept.last_seen, kept.first_seen - last)
             if gap <= p.window_s:
                 candidates.append((kept.normalized, kept))
-        return best_match(text, candidates, p.similarity)
+            if gap <= p.track_timeout_s and kept.camera_id == camera_id and truncation_of(text, kept.normalized):
+                truncated = (kept, similarity(text, kept.normalized))  # a cut-off read of the plate that just passed
+        found = best_match(text, candidates, p.similarity)
+        return found if found is not None else truncated
 
     # -- output ------------------------------------------------------------------------------------
 

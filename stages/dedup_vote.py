@@ -17,7 +17,7 @@ try:  # rapidfuzz is a dependency; the fallback only keeps imports working witho
 except ModuleNotFoundError:  # pragma: no cover - exercised only where rapidfuzz is missing
     _Lev = None
 
-__all__ = ["Read", "Vote", "quality_score", "vote", "similarity", "best_match"]
+__all__ = ["Read", "Vote", "quality_score", "vote", "similarity", "best_match", "substring_distance", "truncation_of"]
 
 T = TypeVar("T")
 
@@ -200,3 +200,30 @@ def best_match(text: str, candidates: Iterable[tuple[str, T]], threshold: float)
         if score >= threshold and (found is None or score >= found[1]):
             found = (item, score)
     return found
+
+
+def substring_distance(short: str, long: str) -> int:
+    """Edit distance of ``short`` to the closest contiguous part of ``long`` (free start and end
+    in ``long``): 0 when ``short`` is a substring of ``long``."""
+    if not short:
+        return 0
+    prev = [0] * (len(long) + 1)  # a match may start anywhere in ``long``
+    for i, cs in enumerate(short, 1):
+        cur = [i]
+        for j, cl in enumerate(long, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (cs != cl)))
+        prev = cur
+    return min(prev)  # ... and end anywhere
+
+
+TRUNCATION_MIN_CHARS = 3  # shorter reads say too little to be a part of a given plate
+
+
+def truncation_of(short: str, long: str) -> bool:
+    """Whether ``short`` reads like a cut-off part of ``long``: a plate entering or leaving the
+    view, or read with its first or last characters missing. ``short`` has at least
+    ``TRUNCATION_MIN_CHARS`` characters, fewer than ``long``, and is a contiguous part of it,
+    with one wrong character allowed from five characters on."""
+    if len(short) < TRUNCATION_MIN_CHARS or len(short) >= len(long):
+        return False
+    return substring_distance(short, long) <= (1 if len(short) >= 5 else 0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -41,6 +41,7 @@ class ByteTrackParams(StageParams):
     min_hits: int = Field(2, ge=1, description="detections in consecutive frames before a track is confirmed and gets an id")
     center_gate: float = Field(2.0, ge=0, description="centre-distance fallback for small boxes: match radius in box sizes (geometric mean of width and height; 0 turns it off)")
     tiny_box_size: float = Field(48.0, ge=0, description="the centre fallback applies to tracks whose size (geometric mean of width and height) is below this many pixels")
+    center_plates: bool = Field(True, description="plates get the centre fallback whatever their size: a plate moves as fast as its vehicle but is a tenth of its size, so it leaves its own box within a frame or two (above all at low frame rates) and IoU cannot follow it")
     low_rescue_margin: float = Field(0.2, ge=0, le=1, description="first association: a track skips a high-score detection when a low-score one fits its prediction better by this much IoU (and well enough for the second association): the half-hidden object itself, not what hides it (0 turns it off)")
     gate: float = Field(0.0, ge=0, description="Mahalanobis gate: a pair whose squared distance (cx, cy, w, h) from the Kalman prediction exceeds this never matches (chi-square, 4 degrees of freedom: 9.5 = 95%, 18.5 = 99.9%; 0 turns it off)")
     plate_vehicle_gate: bool = Field(True, description="a plate track never takes a plate whose vehicle is tracked under another live id (needs 'vehicle' in kinds and detections' 'vehicle' index)")
@@ -136,12 +137,28 @@ class ByteTrackStage(Stage):
         self.kinds = [k for k in kinds if k == "vehicle"] + [k for k in kinds if k != "vehicle"]
         self.config = self.params.tracker_config()
 
+    def _config(self, kind: str) -> TrackerConfig:
+        """The tracker settings of one kind (plates: the centre fallback at every size)."""
+        if kind == "plate" and self.params.center_plates and self.params.center_gate > 0:
+            return replace(self.config, center_all=True)
+        return self.config
+
     # -- per camera state ----------------------------------------------------------------------
 
-    def _camera(self, camera_id: str, frame_id: int) -> CameraState:
+    def _late(self, cam: CameraState, frame_id: int) -> bool:
+        """A frame a little older than the camera's last one: it overtook nothing, it came late
+        (replicas upstream finish out of order, and frames lost between them leave the reorder
+        buffer nothing to wait for). Not a restart, which starts again from frame 0 or 1 or
+        jumps back by more than the track buffer."""
+        return 1 < frame_id < cam.last_frame and cam.last_frame - frame_id <= max(self.params.buffer_frames(), 2)
+
+    def _camera(self, camera_id: str, frame_id: int) -> CameraState | None:
+        """The camera's trackers, moved on to ``frame_id``; None for a late frame."""
         now = self.clock()
         self._sweep(now)
         cam = self.cameras.get(camera_id)
+        if cam is not None and self._late(cam, frame_id):
+            return None
         if cam is not None and frame_id < cam.last_frame:
             # frame ids went back: the source restarted; old tracks cannot continue
             self.log.info("camera %s: frame id %d after %d, tracks reset", camera_id, frame_id, cam.last_frame)
@@ -150,7 +167,7 @@ class ByteTrackStage(Stage):
             cam = None
         if cam is None:
             counter = self.id_counters.setdefault(camera_id, IdCounter())
-            cam = CameraState({k: ByteTracker(self.config, counter) for k in self.kinds}, frame_id, now)
+            cam = CameraState({k: ByteTracker(self._config(k), counter) for k in self.kinds}, frame_id, now)
             self.cameras[camera_id] = cam
             while len(self.cameras) > self.params.max_cameras:
                 _, oldest = self.cameras.popitem(last=False)
@@ -181,9 +198,21 @@ class ByteTrackStage(Stage):
     def process(self, env: Envelope) -> Envelope:
         """Track one frame of one camera: ``track_id`` (and ``vehicle_track_id``) on detections,
         this frame's confirmed tracks in ``env.tracks``. A repeated frame id counts as the next
-        frame; a smaller one means the source restarted (the camera's tracks end)."""
+        frame; a slightly smaller one is a late frame (its detections stay untracked); one back
+        to 0 or 1, or by more than the track buffer, means the source restarted (the camera's
+        tracks end)."""
         cam = self._camera(env.camera_id, env.frame_id)
         dets = env.detections
+        if cam is None:
+            # a late frame: the tracks have moved past it; its detections stay untracked (the
+            # dedup stage joins their reads to a passage by text)
+            self.ctx.count("late_frames")
+            for det in dets:
+                if isinstance(det, dict) and det.get("kind") in self.kinds:
+                    det["track_id"] = None
+                    if det.get("kind") == "plate":
+                        det["vehicle_track_id"] = None
+            return env
         out: list[dict[str, Any]] = []
         vehicles = cam.trackers.get("vehicle")
         bounds = _frame_size(env)

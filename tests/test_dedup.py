@@ -486,3 +486,73 @@ def test_params_are_checked():
     with pytest.raises(pydantic.ValidationError):
         DedupStage.Params(window=3)  # typo of window_s
     assert DedupStage.ordered is True
+
+
+# -- a pipeline slower than the camera; truncated reads ---------------------------------------------
+
+
+def test_tick_follows_the_camera_pace_of_a_slow_pipeline(driver):
+    """A file or synthetic scene on a busy machine: frames 0.2 s apart in capture time arrive
+    0.6 s apart. Ticks carry the capture clock on at that pace (a third of the wall clock), so
+    a stall of 3 s of wall time in the middle does not end the passage (at wall pace it would);
+    a camera that then goes quiet still gets its event out."""
+    d = driver(track_timeout_s=1.5)
+    now = [100.0]
+    d.stage._clock = lambda: now[0]
+    for i in range(12):
+        d.feed("cam1", T0 + i * 0.2, [plate("7ABC123")])
+        for _ in range(2):
+            now[0] += 0.3
+            assert d.tick() == []
+        if i == 6:
+            now[0] += 3.0  # the pipeline stalls: 1 s of capture time at this pace
+            assert d.tick() == []
+    assert 0.15 < d.stage.cameras["cam1"].pace() < 0.34  # a third, less while the stall is remembered
+    now[0] += 8.0  # quiet: about 1.8 s of capture time at this pace
+    (out,) = d.tick()
+    assert out.meta["event"]["plate"]["normalized_text"] == "7ABC123"
+    assert out.meta["event"]["reads"] == 12 and d.h.counters["events"] == 1
+
+
+def test_truncation_of():
+    from alpr_topo.stages.dedup_vote import substring_distance, truncation_of
+
+    assert substring_distance("72663", "WC72663") == 0 and substring_distance("2YEC", "2YEG655") == 1
+    assert truncation_of("72663", "WC72663") and truncation_of("5SHR", "5SHR782") and truncation_of("P07PT", "P07PTX")
+    assert truncation_of("MF1855", "MF13555")  # one wrong character from five characters on
+    assert not truncation_of("2YEC", "2YEG655")  # four characters: exact only
+    assert not truncation_of("AB", "ABC123") and not truncation_of("7ABC123", "7ABC123")
+    assert not truncation_of("XYZ99", "7ABC123")
+
+
+def test_read_of_a_plate_entering_the_view_joins_the_passage_beside_it(driver):
+    """An entering plate read cut ('72663') before the tracker caught it, as an untracked
+    passage of its own; the tracked passage of the whole plate follows at once: one event."""
+    d = driver(track_timeout_s=1.5)
+    cut = {"sharpness": 150, "width": 60, "height": 30, "angle": 0, "cut": 1.0}
+    for i in range(2):
+        d.feed("cam1", T0 + i * 0.2, [dict(plate("72663", track=None), quality=cut)])
+    for i in range(2, 8):
+        d.feed("cam1", T0 + i * 0.2, [plate("WC72663", track=4)])
+    d.feed("cam1", T0 + 5)
+    (ev,) = d.events()
+    assert ev["plate"]["normalized_text"] == "WC72663" and d.updates() == []
+    assert ev["first_seen"] == events.to_millis(T0)  # the passage's time span took in the cut reads
+    assert d.h.counters["truncated_absorbed"] == 1
+
+
+def test_read_of_a_plate_leaving_the_view_updates_its_event(driver):
+    """The whole plate's passage ended; a cut read of it leaving the view right after is an
+    update of that event, not an event of its own. Much later the same part is a new event."""
+    d = driver(track_timeout_s=1.5)
+    passage(d, "cam1", T0, ["5SHR782"] * 4, track=2)
+    d.feed("cam1", T0 + 1.0, [plate("5SHR", track=3, region=None)])
+    d.feed("cam1", T0 + 1.2, [plate("5SHR", track=3, region=None)])
+    d.feed("cam1", T0 + 6)
+    (ev,) = d.events()
+    (upd,) = d.updates()
+    assert ev["plate"]["normalized_text"] == "5SHR782"
+    assert upd["reason"] == "duplicate" and upd["event_id"] == ev["event_id"] and upd["normalized_text"] == "5SHR"
+    passage(d, "cam1", T0 + 30, ["5SHR"] * 2, track=5, region=None)
+    d.feed("cam1", T0 + 40)
+    assert [e["plate"]["normalized_text"] for e in d.events()] == ["5SHR782", "5SHR"]
