@@ -85,8 +85,8 @@ class Stores:
             self.os.indices.put_index_template(name=self.prefix, body=template)
             self.ngram = True
         except opensearchpy.exceptions.RequestError as exc:
-            # The local OpenSearch (integ-test zip) lacks the analysis-common module, so the
-            # n-gram tokenizers of the template do not exist: same fields without the analysed
+            # An OpenSearch without the analysis-common module (the bare integ-test zip) lacks the
+            # n-gram tokenizers of the template: same fields without the analysed
             # sub-fields. The API's wildcard/prefix/fuzzy clauses must then still find plates.
             assert "Unknown tokenizer" in str(exc.info), exc.info
             template["template"]["settings"].pop("analysis")
