@@ -267,6 +267,11 @@ class PPOCRReader(Reader):
 
     name = "ppocr"
     HEIGHT = 48
+    #: Horizontal stretch of the line before recognition. The CTC head sees one time step per 8
+    #: pixels of width; plate characters are narrow and tightly spaced, so at the plate's own
+    #: aspect two equal letters ("JJ") can fall into too few steps to keep the blank between
+    #: them and collapse into one. A third more width gives them room (docs/ocr.md).
+    WIDEN = 1.35
     SEPARATORS = " -.·"
 
     def __init__(self, model: str | os.PathLike[str] | None = None, threads: int = 2, max_width: int = 480,
@@ -296,7 +301,7 @@ class PPOCRReader(Reader):
         if crop.ndim == 2:
             crop = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
         h, w = crop.shape[:2]
-        nw = int(min(self.max_width, max(16, round(w * self.HEIGHT / max(h, 1)))))
+        nw = int(min(self.max_width, max(16, round(w * self.WIDEN * self.HEIGHT / max(h, 1)))))
         img = cv2.resize(crop, (nw, self.HEIGHT), interpolation=cv2.INTER_LINEAR if h < self.HEIGHT else cv2.INTER_AREA)
         return (img.astype(np.float32) * (2.0 / 255.0) - 1.0).transpose(2, 0, 1)
 
