@@ -31,7 +31,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator, TypeVar
 from urllib.parse import unquote, urlparse
 
 import click
@@ -207,27 +207,18 @@ def _time_param(request: Request, name: str) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, timezone.utc)
 
 
-def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+N = TypeVar("N", int, float)
+
+
+def _number_param(request: Request, name: str, default: N, lo: N, hi: N, kind: Callable[[str], N] = int) -> N:
+    """Query parameter ``name`` as ``kind`` (int or float) within ``lo..hi``; 400 otherwise."""
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError as exc:
-        raise ApiError(400, f"{name}: {raw!r} is not an integer") from exc
-    if not lo <= value <= hi:
-        raise ApiError(400, f"{name}: {value} is outside {lo}..{hi}")
-    return value
-
-
-def _float_param(request: Request, name: str, default: float, lo: float, hi: float) -> float:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ApiError(400, f"{name}: {raw!r} is not a number") from exc
+        raise ApiError(400, f"{name}: {raw!r} is not {'an integer' if kind is int else 'a number'}") from exc
     if not lo <= value <= hi:
         raise ApiError(400, f"{name}: {value} is outside {lo}..{hi}")
     return value
@@ -437,7 +428,7 @@ class _Api:
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
 
     def _keyset_page(self, request: Request, plate: str | None = None) -> dict[str, Any]:
-        limit = _int_param(request, "limit", 50, 1, MAX_LIMIT)
+        limit = _number_param(request, "limit", 50, 1, MAX_LIMIT)
         where, args = self._filters(request, plate)
         cursor = request.query_params.get("cursor")
         if cursor:
@@ -478,9 +469,9 @@ class _Api:
             raise ApiError(400, "plate: needs letters or digits")
         if not _bool_param(request, "fuzzy"):
             return {"plate": plate, **self._keyset_page(request, plate)}
-        limit = _int_param(request, "limit", 50, 1, MAX_LIMIT)
-        offset = _int_param(request, "offset", 0, 0, 100_000)
-        threshold = _float_param(request, "threshold", self.config.fuzzy_threshold, 0.0, 1.0)
+        limit = _number_param(request, "limit", 50, 1, MAX_LIMIT)
+        offset = _number_param(request, "offset", 0, 0, 100_000)
+        threshold = _number_param(request, "threshold", self.config.fuzzy_threshold, 0.0, 1.0, float)
         source = request.query_params.get("source") or ""
         if source not in ("", "postgres", "opensearch"):
             raise ApiError(400, f"source: {source!r} is not postgres or opensearch")
@@ -529,8 +520,8 @@ class _Api:
         return filters
 
     def search(self, request: Request) -> dict[str, Any]:
-        limit = _int_param(request, "limit", 50, 1, MAX_LIMIT)
-        offset = _int_param(request, "offset", 0, 0, 10_000 - MAX_LIMIT)
+        limit = _number_param(request, "limit", 50, 1, MAX_LIMIT)
+        offset = _number_param(request, "offset", 0, 0, 10_000 - MAX_LIMIT)
         q = (request.query_params.get("q") or "").strip()
         must: list[dict[str, Any]] = []
         if q:

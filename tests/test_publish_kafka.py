@@ -593,24 +593,17 @@ def test_crop_store_outage_and_bound(tmp_path: Path, minio: MinioService) -> Non
 
 
 @pytest.mark.slow
-def test_topology_synthetic_traffic_to_kafka_and_minio(tmp_path: Path, start_run: Any, kafka: KafkaService,
-                                                       minio: MinioService) -> None:
-    """source.synthetic -> detect -> track -> ocr -> dedup, fanned out to publish.local and
-    publish.kafka under ``alpr-topo up``: Kafka holds exactly the events the local sink wrote,
-    each once, and each event's plate_url fetches the same crop from MinIO."""
-    from alpr_topo.stages.publish import read_events
-
-    topic, updates = topic_names()
-    s3 = minio.s3(tmp_path)
-    params = {"bootstrap_servers": kafka.bootstrap, "topic": topic, "updates_topic": updates,
-              "spool_dir": "out/spool", "retry_interval_s": 2, "s3": s3}
-    run = start_run(textwrap.dedent(f"""
-        name: kafka-{uuid.uuid4().hex[:6]}
+def edge_topology(name: str, kafka_params: dict[str, Any], *, width: int, height: int, seconds: float, vehicles: int,
+                  seed: int) -> str:
+    """Synthetic traffic -> detect -> track -> ocr -> dedup, fanned out to publish.local and
+    publish.kafka (``kafka_params``): the local sink's file is what Kafka must end up holding."""
+    return textwrap.dedent(f"""
+        name: {name}
         stages:
           camera:
             type: source.synthetic
-            params: {{camera_id: synth, width: 1280, height: 720, fps: 6, duration_s: 12, vehicles: 3,
-                      max_simultaneous: 1, seed: 3}}
+            params: {{camera_id: synth, width: {width}, height: {height}, fps: 6, duration_s: {seconds},
+                      vehicles: {vehicles}, max_simultaneous: 1, seed: {seed}}}
           detect:
             type: detect.plates
             inputs: [camera]
@@ -633,8 +626,23 @@ def test_topology_synthetic_traffic_to_kafka_and_minio(tmp_path: Path, start_run
           kafka:
             type: publish.kafka
             inputs: [dedup]
-            params: {json.dumps(params)}
-        """), "--duration", "300")
+            params: {json.dumps(kafka_params)}
+        """)
+
+
+def test_topology_synthetic_traffic_to_kafka_and_minio(tmp_path: Path, start_run: Any, kafka: KafkaService,
+                                                       minio: MinioService) -> None:
+    """source.synthetic -> detect -> track -> ocr -> dedup, fanned out to publish.local and
+    publish.kafka under ``alpr-topo up``: Kafka holds exactly the events the local sink wrote,
+    each once, and each event's plate_url fetches the same crop from MinIO."""
+    from alpr_topo.stages.publish import read_events
+
+    topic, updates = topic_names()
+    s3 = minio.s3(tmp_path)
+    params = {"bootstrap_servers": kafka.bootstrap, "topic": topic, "updates_topic": updates,
+              "spool_dir": "out/spool", "retry_interval_s": 2, "s3": s3}
+    run = start_run(edge_topology(f"kafka-{uuid.uuid4().hex[:6]}", params, width=1280, height=720, seconds=12,
+                                  vehicles=3, seed=3), "--duration", "300")
     assert run.wait(280) == 0, run.output()
     local = read_events(tmp_path / "out" / "events.jsonl")
     assert local, run.output()
@@ -682,37 +690,8 @@ def test_hot_swap_of_publish_kafka_loses_and_repeats_nothing(tmp_path: Path, sta
     topic, updates = topic_names()
     params = {"bootstrap_servers": kafka.bootstrap, "topic": topic, "updates_topic": updates,
               "spool_dir": "out/spool", "retry_interval_s": 2, "compression": "lz4"}
-    run = start_run(textwrap.dedent(f"""
-        name: kswap-{uuid.uuid4().hex[:6]}
-        stages:
-          camera:
-            type: source.synthetic
-            params: {{camera_id: synth, width: 960, height: 540, fps: 6, duration_s: 18, vehicles: 4,
-                      max_simultaneous: 1, seed: 5}}
-          detect:
-            type: detect.plates
-            inputs: [camera]
-            params: {{max_side: 640, batch_size: 1, retry_enhanced: false, classic_fallback: false, threads: 1}}
-          track:
-            type: track.bytetrack
-            inputs: [detect]
-            params: {{kinds: [plate], fps: 6}}
-          ocr:
-            type: ocr.plate
-            inputs: [track]
-            params: {{reader: ppocr, regions: [us, eu], threads: 1}}
-          dedup:
-            type: dedup.plates
-            inputs: [ocr]
-          local:
-            type: publish.local
-            inputs: [dedup]
-            params: {{path: out/events.jsonl, print_events: false}}
-          kafka:
-            type: publish.kafka
-            inputs: [dedup]
-            params: {json.dumps(params)}
-        """), "--duration", "300")
+    run = start_run(edge_topology(f"kswap-{uuid.uuid4().hex[:6]}", params, width=960, height=540, seconds=18,
+                                  vehicles=4, seed=5), "--duration", "300")
 
     def delivered() -> float:
         return sum(row["counters"].get("delivered", 0) for row in run.stage_rows("kafka"))
