@@ -70,8 +70,10 @@ class SyntheticParams(StageParams):
     plate_width: tuple[int, int] = Field((90, 220), description="[min, max] plate width in frame pixels (towards/away: "
                                          "the plate grows or shrinks within this range while fully in view)")
     noise: float = Field(3.0, ge=0, le=64, description="sensor noise: standard deviation in grey levels")
-    motion_blur: float = Field(0.1, ge=0, le=4, description="shutter time as a fraction of the frame interval: "
-                               "blur length along the motion = pixels moved per frame x this (0 = sharp)")
+    shutter_s: float = Field(0.004, ge=0, le=1, description="exposure time in seconds: blur length along the motion = "
+                             "pixels moved per second x this (0 = sharp). A camera's exposure is set by the light, "
+                             "not by its frame rate: 1/250 s is a general-purpose camera in daylight, plate "
+                             "cameras use 1/1000 s or shorter, night exposures reach 1/30 s")
     low_light: float = Field(0.0, ge=0, le=1, description="0 = daylight ... 1 = night: darker, lower contrast, more noise")
     occlusion: float = Field(0.2, ge=0, le=1, description="fraction of vehicles whose plate a pedestrian walks in front of "
                              "for a while (plate_visible is false while more than 30% of the plate is hidden)")
@@ -746,7 +748,7 @@ class SceneRenderer:
         bgra = np.dstack([bgr, alpha])
         if not perspective:
             speed = (W + sw) / T  # pixels per frame
-            bgra, pad = _motion_blur(bgra, int(round(speed * p.motion_blur)), vertical=False)
+            bgra, pad = _motion_blur(bgra, int(round(speed * self.fps * p.shutter_s)), vertical=False)
             vehicle.vbox = (vbox[0] + pad, vbox[1], vbox[2] + pad, vbox[3])
             vehicle.pbox = (pbox[0] + pad, pbox[1], pbox[2] + pad, pbox[3])
             sw = bgra.shape[1]
@@ -817,8 +819,8 @@ class SceneRenderer:
         else:
             v.z_start, v.z_end, v.vz = z_near, z_far, -vz
             v.age0 = ((1.0 - z_near) / vz + 0.3 * T) if v.vid == 0 else 0.0
-        # blur along the motion: the plate's speed in rows per frame around scale 0.8
-        return int(round(denom * vz * 0.64 * p.motion_blur))
+        # blur along the motion: the plate's speed in rows per second around scale 0.8, times the exposure
+        return int(round(denom * vz * 0.64 * self.fps * p.shutter_s))
 
     # -- walkers -----------------------------------------------------------------------------------
 

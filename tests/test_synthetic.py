@@ -23,7 +23,7 @@ from alpr_topo.tools.synth import synth_command, write_images, write_video
 SMALL = {"width": 320, "height": 192, "plate_width": (40, 90), "count": 24, "vehicles": 6, "max_simultaneous": 3,
          "crossing_s": (1.0, 2.0)}
 MAGENTA = "#ff00ff"
-EXACT = {"plate_fill": MAGENTA, "noise": 0, "motion_blur": 0, "low_light": 0}
+EXACT = {"plate_fill": MAGENTA, "noise": 0, "shutter_s": 0, "low_light": 0}
 
 
 def digest(image: np.ndarray) -> str:
@@ -189,7 +189,7 @@ def test_default_scene_is_a_realistic_alpr_test():
     p = renderer.params
     assert (p.width, p.height, p.fps) == (1280, 720, 15.0) and renderer.total_frames == 900
     assert p.vehicles == 20 and tuple(p.plate_width) == (90, 220) and set(FAMILIES["us"] + FAMILIES["eu"]) <= set(renderer.format_ids)
-    assert p.occlusion > 0 and p.motion_blur > 0
+    assert p.occlusion > 0 and p.shutter_s > 0
     image, truth = renderer.render()
     assert image.shape == (720, 1280, 3)
     visible = [o for o in truth if o["plate_visible"]]
@@ -249,7 +249,7 @@ def test_stage_is_registered_with_its_schema():
     info = SyntheticSource.describe()
     assert info["type"] == "source.synthetic" and info["source"]
     assert {"width", "height", "fps", "count", "duration_s", "seed", "camera_id", "vehicles", "formats",
-            "plate_width", "occlusion", "low_light", "motion_blur", "noise", "fonts", "directions"} <= set(info["params"])
+            "plate_width", "occlusion", "low_light", "shutter_s", "noise", "fonts", "directions"} <= set(info["params"])
 
 
 # --- writers ----------------------------------------------------------------------------------------

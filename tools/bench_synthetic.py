@@ -97,8 +97,9 @@ def score(events: list[dict[str, Any]], vehicles: dict[int, str], shown: dict[in
 
 
 def run(topology: str | None = None, seconds: float = 60.0, vehicles: int = 16, seed: int = 1,
-        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run ``topology`` on a synthetic scene and score its events; the JSON object of the command."""
+        scene: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run ``topology`` on a synthetic scene and score its events; the JSON object of the command.
+    ``scene``: other parameters of its ``source.synthetic`` stage (exposure, light, plate sizes)."""
     from ..core.overrides import load_changed, set_params, stages_of_type
     from ..stages import events as ev_mod
 
@@ -114,6 +115,7 @@ def run(topology: str | None = None, seconds: float = 60.0, vehicles: int = 16, 
             raise ValueError(f"{path}: bench synthetic needs one source.synthetic, a dedup.plates and one "
                              f"publish.local stage (found {len(sources)}, {len(dedups)}, {len(sinks)})")
         data["name"] = bench_name("synthetic")
+        set_params(data, sources[0], **(scene or {}))
         set_params(data, sources[0], duration_s=seconds, vehicles=vehicles, seed=seed, count=0)
         for name in dedups:
             set_params(data, name, test_mode=True)
@@ -138,7 +140,8 @@ def run(topology: str | None = None, seconds: float = 60.0, vehicles: int = 16, 
         "seconds": round(result.seconds, 1),
         "frames_per_s": round(frames / result.seconds, 2) if result.seconds else None,
         "scene": {"seconds": seconds, "fps": params["fps"], "vehicles": vehicles, "seed": seed,
-                  "width": params["width"], "height": params["height"]},
+                  "width": params["width"], "height": params["height"], "shutter_s": params.get("shutter_s"),
+                  **(scene or {})},
         "targets": {"event_recall_min": 0.98, "duplicate_rate_max": 0.02, "wrong_text_rate_max": 0.01},
         "output": str(out),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

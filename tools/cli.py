@@ -476,15 +476,19 @@ def bench_accuracy(dataset: str, topology: str | None, limit: int | None, as_jso
 @click.option("--seconds", type=float, default=60.0, show_default=True, help="length of the synthetic scene")
 @click.option("--vehicles", type=int, default=16, show_default=True, help="vehicles driving through it")
 @click.option("--seed", type=int, default=1, show_default=True, help="scene seed (the same seed, the same scene)")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="another parameter of the scene (source.synthetic), e.g. --set shutter_s=0.02 for night-long "
+                   "exposures (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
-def bench_synthetic(topology: str | None, seconds: float, vehicles: int, seed: int, as_json: bool) -> None:
+def bench_synthetic(topology: str | None, seconds: float, vehicles: int, seed: int, settings: tuple[str, ...],
+                    as_json: bool) -> None:
     """Plate events of a whole running topology against synthetic ground truth: event recall,
     precision, duplicate events and wrong-text events."""
     from . import bench_synthetic as bs
 
     try:
         result = bs.run(resolve_topology(topology) if topology else None, seconds=seconds, vehicles=vehicles,
-                        seed=seed, progress=lambda msg: click.echo(msg, err=True))
+                        seed=seed, scene=parse_settings(settings), progress=lambda msg: click.echo(msg, err=True))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(result, indent=2) if as_json else bs.main_text(result))

@@ -223,7 +223,7 @@ def _csv(text: str) -> list[str]:
 @click.option("--plate-width", help="plate width range in pixels, MIN-MAX [default: 90-220]")
 @click.option("--crossing", help="speed range: seconds to cross the frame, MIN-MAX [default: 2.5-5.5]")
 @click.option("--noise", type=float, help="sensor noise sigma in grey levels [default: 3]")
-@click.option("--motion-blur", type=float, help="shutter as a fraction of the frame interval, 0 = sharp [default: 0.1]")
+@click.option("--shutter", type=float, help="exposure time in seconds: motion blur, 0 = sharp [default: 0.004]")
 @click.option("--low-light", type=float, help="0 = day ... 1 = night [default: 0]")
 @click.option("--occlusion", type=float, help="fraction of vehicles whose plate a pedestrian hides for a while "
               "[default: 0.2]")
@@ -237,7 +237,7 @@ def _csv(text: str) -> list[str]:
 def synth_command(video: str | None, truth: str | None, images: str | None, every: int, seconds: float | None,
                   frames: int | None, fps: float | None, size: str | None, seed: int | None, formats: str | None,
                   vehicles: int | None, max_simultaneous: int | None, directions: str | None,
-                  plate_width: str | None, crossing: str | None, noise: float | None, motion_blur: float | None,
+                  plate_width: str | None, crossing: str | None, noise: float | None, shutter: float | None,
                   low_light: float | None, occlusion: float | None, fonts: tuple[str, ...], camera_id: str | None,
                   settings: tuple[str, ...], as_json: bool, quiet: bool) -> None:
     """Render synthetic traffic with ground truth: vehicles with licence plates of known text.
@@ -275,7 +275,7 @@ def synth_command(video: str | None, truth: str | None, images: str | None, ever
     if size:
         values["width"], values["height"] = _size(size)
     for key, value in (("seed", seed), ("vehicles", vehicles), ("max_simultaneous", max_simultaneous),
-                       ("noise", noise), ("motion_blur", motion_blur), ("low_light", low_light),
+                       ("noise", noise), ("shutter_s", shutter), ("low_light", low_light),
                        ("occlusion", occlusion), ("camera_id", camera_id)):
         if value is not None:
             values[key] = value
