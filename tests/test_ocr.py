@@ -22,9 +22,11 @@ from alpr_topo.stages import ocr_prep as prep
 from alpr_topo.stages.ocr import OcrParams, OcrStage, shot_score
 from alpr_topo.stages.ocr_engine import STRATEGIES, PlateOCR
 from alpr_topo.stages.ocr_readers import (
-    CombinedReader, FastPlateConfig, FastPlateReader, PPOCRReader, PaddleReader, Read, paddle_available,
+    CombinedReader, FastPlateConfig, FastPlateReader, PPOCRReader, Read,
 )
+from alpr_topo.stages.ocr_doubles import collapsed_double
 from alpr_topo.stages.regions import load_regions
+from alpr_topo.stages.synth_plates import PLATE_FORMATS, render_plate, resolve_font
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DATA = SHARED / "data" / "openalpr-us"
@@ -163,6 +165,51 @@ def test_ppocr_reads_a_synthetic_plate_offline():
     assert opts.intra_op_num_threads == 2 and opts.inter_op_num_threads == 1
 
 
+def test_ppocr_keeps_a_doubled_letter_it_would_collapse():
+    """PP-OCR reads the narrow "JJ" of DejaVu Sans Bold as one J; the row's blobs restore it."""
+    font = resolve_font("DejaVuSans-Bold")
+    reader = PPOCRReader()
+    for width in (110, 180):
+        bgr, _ = render_plate(PLATE_FORMATS["us-tx"], "JJZ-4273", 2 * width, width, font, np.random.default_rng(0))
+        plate = cv2.resize(bgr, (width, width // 2), interpolation=cv2.INTER_AREA)
+        crop = cv2.copyMakeBorder(plate, 10, 10, 10, 10, cv2.BORDER_CONSTANT, value=(90, 90, 90))
+        read = reader.read([crop])[0]
+        assert (read.text, read.extra.get("doubled")) == ("JJZ4273", "J")
+        assert len(read.char_confidences) == 7 and read.scorer.greedy == "JJZ4273"
+
+
+def _line_and_row(text: str) -> tuple[np.ndarray, prep.CharRow]:
+    line = np.full((60, 40 + 34 * len(text), 3), 235, np.uint8)
+    cv2.putText(line, text, (12, 48), cv2.FONT_HERSHEY_DUPLEX, 1.6, (20, 20, 20), 4)
+    return line, prep.char_rows(line)[0]
+
+
+def _labels_on(row: prep.CharRow, owners: list[list[int]], frame_px: float, frames: int) -> np.ndarray:
+    """A greedy CTC path with one character per group of blobs, at the groups' centre."""
+    labels = np.zeros(frames, np.int64)
+    boxes = sorted(row.boxes)
+    for k, group in enumerate(owners, start=1):
+        centre = np.mean([boxes[i][0] + boxes[i][2] / 2 for i in group])
+        labels[int(centre / frame_px)] = k
+    return labels
+
+
+def test_collapsed_double_needs_two_alike_blobs_on_one_character():
+    line, row = _line_and_row("HH123")
+    assert row.count == 5
+    frames = line.shape[1] // 4
+    one_for_two = _labels_on(row, [[0, 1], [2], [3], [4]], 4.0, frames)
+    assert collapsed_double(one_for_two, row, line, 4.0) == 0
+    # every blob read: nothing to restore
+    assert collapsed_double(_labels_on(row, [[0], [1], [2], [3], [4]], 4.0, frames), row, line, 4.0) is None
+    # a different letter that the read dropped beside its neighbour is no double
+    line, row = _line_and_row("YH123")
+    assert collapsed_double(_labels_on(row, [[0, 1], [2], [3], [4]], 4.0, frames), row, line, 4.0) is None
+    # two characters missing: not one collapsed double
+    line, row = _line_and_row("HH1234")
+    assert collapsed_double(_labels_on(row, [[0, 1], [2], [3, 4], [5]], 4.0, line.shape[1] // 4), row, line, 4.0) is None
+
+
 def test_fast_plate_reader_loads_its_config(model, truth):
     reader = FastPlateReader(model, threads=1)
     assert reader.config_path == MODEL.with_suffix(".yaml")
@@ -218,12 +265,6 @@ def test_combined_reader_votes_per_character(us):
     # different lengths: the one that fits a region
     c = comb.combine(_read("ABC12345", [0.99] * 8), _read("ABC1234", [0.8] * 7))
     assert c.text == "ABC1234" and c.extra["how"] == "pick"
-
-
-@pytest.mark.skipif(not paddle_available(), reason="paddleocr is not installed (optional reader)")
-def test_paddle_reader_reads_a_synthetic_plate():
-    reads = PaddleReader().read([draw_plate("ABC1234")])
-    assert reads[0].text == "ABC1234"
 
 
 # -- the engine -------------------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv" >&2
   "$python" -m venv .venv
 fi
-echo "== installing alpr-topo with its test extras" >&2
+echo "== installing alpr-topo with its test extras and the paddle reader's (paddlepaddle: ~200 MB, a minute the first time)" >&2
 .venv/bin/python -m pip install --quiet --upgrade pip "setuptools>=68" wheel
-.venv/bin/python -m pip install --quiet -e ".[test]"
+.venv/bin/python -m pip install --quiet -e ".[test,paddle]"
 echo "== installing test services (a real RTSP server from Debian's GStreamer packages)" >&2
 bash tools/rtsp_server.sh install || echo "!! RTSP server not installed: the RTSP reconnect tests will skip (see above)" >&2
 echo "== installing Debian's chromium for the status page's browser tests (driven by Playwright, no browser download)" >&2
