@@ -101,7 +101,9 @@ def vote(reads: Sequence[Read], region_bonus: float = 2.0, region_min_share: flo
        A read's weight is ``confidence x quality``.
     2. The length with the most weight wins; among reads of that length every position is voted
        by weight (per-character voting), so three reads with one different error each give
-       the right text.
+       the right text. A read whose text is a contiguous part of a longer text that was read at
+       least twice (``MF1355`` beside ``MF13555``: the last character hidden by a passer-by or
+       cut by the frame's edge) backs the longer length.
     3. ``confidence`` = the highest confidence of the reads that read exactly the voted text (the
        weighted mean confidence of same-length reads when none did) x the weakest position's
        weight share x the winning length's weight share.
@@ -121,16 +123,23 @@ def vote(reads: Sequence[Read], region_bonus: float = 2.0, region_min_share: flo
         candidates = reads
     cand_total = sum(weight(r) for r in candidates)
 
+    # hiding a plate (a passer-by, the frame's edge) drops characters, never adds them: a text
+    # that is a contiguous part of a longer text read at least twice backs the longer length
+    counts: dict[str, int] = {}
+    for r in candidates:
+        counts[r.normalized] = counts.get(r.normalized, 0) + 1
+    longer = [t for t, n in counts.items() if n >= 2]
     by_len: dict[int, float] = {}
     best_single: dict[int, float] = {}
     for r in candidates:
-        n = len(r.normalized)
+        n = max((len(t) for t in longer if len(t) > len(r.normalized) and r.normalized in t),
+                default=len(r.normalized))
         by_len[n] = by_len.get(n, 0.0) + weight(r)
         best_single[n] = max(best_single.get(n, 0.0), weight(r))
 
     length = _argmax(by_len, best_single)
     same = [r for r in candidates if len(r.normalized) == length]
-    len_total = by_len[length]
+    len_total = sum(weight(r) for r in same)
 
     chars: list[str] = []
     agreement = 1.0
@@ -161,7 +170,7 @@ def vote(reads: Sequence[Read], region_bonus: float = 2.0, region_min_share: flo
         if r.region:
             regions[r.region] = regions.get(r.region, 0.0) + weight(r)
     region = _argmax(regions, {}) if regions else None
-    length_share = len_total / cand_total
+    length_share = by_len[length] / cand_total
     return Vote(
         normalized=normalized,
         text=text,

@@ -122,6 +122,19 @@ def test_vote_noisy_reads_of_mixed_lengths():
     assert 0 < result.confidence < 0.9
 
 
+def test_vote_truncated_reads_back_the_longer_plate():
+    # the last character hidden by a passer-by in five frames, whole in four: still MF13555
+    hidden = [R("MF1355", 0.99, "us-il")] * 5 + [R("MF135", 0.99, "us-il"), R("13555", 0.99, "us-il")]
+    whole = [R("MF13555", 0.9, "us-il")] * 4
+    result = vote(hidden + whole)
+    assert result.normalized == "MF13555" and result.exact
+    assert result.length_share == 1.0
+    # a longer text read once is not enough to outvote what was read many times
+    assert vote(hidden + whole[:1]).normalized == "MF1355"
+    # nor does a longer text that does not contain the shorter one
+    assert vote(hidden + [R("MF13565", 0.9, "us-il")] * 4).normalized == "MF1355"
+
+
 def test_vote_prefers_region_valid_reads():
     # three confident reads that match no plate format against two that match us-ca
     reads = [R("7ABCI23", 0.95, None), R("7ABCI23", 0.95, None), R("7ABCI23", 0.95, None),
