@@ -824,7 +824,9 @@ def test_synthetic_source_scene() -> None:
     Pedestrians may hide a plate for longer than the buffer: such switches are new ids by
     design and are counted apart ("after long gaps"). A camera at 15 fps should set ``fps``
     (the buffer is meant in 30 fps frames) and, for ALPR, may well keep lost tracks longer."""
-    frames, size = synthetic_frames({"seed": 7, "duration_s": 120, "vehicles": 60, "max_simultaneous": 4})
+    # the exposure the bounds below were set on (1/150 s: before shutter_s, a tenth of the frame interval)
+    frames, size = synthetic_frames({"seed": 7, "duration_s": 120, "vehicles": 60, "max_simultaneous": 4,
+                                     "shutter_s": 1 / 150})
     configs = {"defaults (buffer 30 frames = 2 s here)": {}, "fps 15 (buffer 15 frames = 1 s)": {"fps": 15},
                "fps 15, track_buffer 90 (45 frames = 3 s)": {"fps": 15, "track_buffer": 90}}
     for name, params in configs.items():
