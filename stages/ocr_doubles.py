@@ -18,8 +18,9 @@ import cv2
 import numpy as np
 
 from .ocr_prep import CharRow
+from .regions import ctc_runs
 
-__all__ = ["collapsed_double", "runs"]
+__all__ = ["collapsed_double"]
 
 #: Blobs lower than this fraction of the row's median height are not characters (hyphens, bolts) ...
 FULL_HEIGHT = 0.75
@@ -31,31 +32,14 @@ MAX_WIDTH_RATIO = 1.5
 MIN_LIKENESS = 0.75
 
 
-def runs(labels: np.ndarray) -> list[tuple[int, int, int]]:
-    """The characters of a greedy CTC path: ``(label, first frame, last frame)`` per emitted
-    character (label 0 is the blank)."""
-    out: list[tuple[int, int, int]] = []
-    prev = 0
-    for t, k in enumerate(int(v) for v in labels):
-        if k == 0:
-            prev = 0
-            continue
-        if k == prev:
-            out[-1] = (k, out[-1][1], t)
-            continue
-        out.append((k, t, t))
-        prev = k
-    return out
-
-
 def collapsed_double(labels: np.ndarray, row: CharRow, line: np.ndarray, frame_px: float) -> int | None:
-    """Index (into :func:`runs`) of the character that stands for two blobs of the row, or None.
+    """Index (into :func:`~alpr_topo.stages.regions.ctc_runs`) of the character that stands for two blobs of the row, or None.
 
     ``labels``: the greedy label per frame; ``row``: the character row found in ``line`` (the
     image the recogniser read, boxes in its coordinates); ``frame_px``: pixels of ``line`` per
     CTC frame.
     """
-    chars = runs(labels)
+    chars = ctc_runs(labels)
     blobs = sorted((b for b in row.boxes if b[3] >= FULL_HEIGHT * row.height and b[2] >= MIN_ASPECT * b[3]),
                    key=lambda b: b[0])
     if not chars or len(blobs) != len(chars) + 1:

@@ -27,9 +27,9 @@ import cv2
 import numpy as np
 import yaml
 
-from .ocr_doubles import collapsed_double, runs
+from .ocr_doubles import collapsed_double
 from .ocr_prep import CharRow, row_line, stretch_gray
-from .regions import CTCScorer, RegionSet, Scorer, SlotScorer, normalize
+from .regions import CTCScorer, RegionSet, Scorer, SlotScorer, ctc_runs, normalize
 
 log = logging.getLogger("alpr_topo.ocr")
 
@@ -329,62 +329,52 @@ class PPOCRReader(Reader):
         out = self.session.run(None, {self.input_name: batch})[0]
         reads = []
         for i, p in enumerate(prepared):
-            frames = out[i][: max(1, int(math.ceil(p.shape[2] / 8)))]
+            table = self._table(out[i][: max(1, int(math.ceil(p.shape[2] / 8)))])
             doubled = None
             if found[i] is not None:
-                frames, doubled = self._restore_double(frames, found[i][1], lines[i], 8.0 * lines[i].shape[1] / p.shape[2])
-            read = self.decode(frames)
+                table, doubled = self._restore_double(table, found[i][1], lines[i], 8.0 * lines[i].shape[1] / p.shape[2])
+            read = self.decode(table)
             if doubled:
                 read.extra["doubled"] = doubled
             reads.append(read)
         return reads
 
-    def _restore_double(self, frames: np.ndarray, row: CharRow, line: np.ndarray,
+    def _restore_double(self, table: np.ndarray, row: CharRow, line: np.ndarray,
                         frame_px: float) -> tuple[np.ndarray, str | None]:
-        """The frames with a collapsed doubled character emitted twice (a blank frame and a copy
+        """The table with a collapsed doubled character emitted twice (a blank frame and a copy
         of its most confident frame after its run), when the row's blobs show one (see
         :mod:`alpr_topo.stages.ocr_doubles`)."""
-        labels = self._table(frames).argmax(1)
+        labels = table.argmax(1)
         j = collapsed_double(labels, row, line, frame_px)
         if j is None:
-            return frames, None
-        k, t0, t1 = runs(labels)[j]
-        peak = t0 + int(np.argmax(frames[t0:t1 + 1, self.cols[k]]))
-        blank = np.zeros_like(frames[:1])
+            return table, None
+        k, t0, t1 = ctc_runs(labels)[j]
+        peak = t0 + int(np.argmax(table[t0:t1 + 1, k]))
+        blank = np.zeros_like(table[:1])
         blank[0, 0] = 1.0
-        frames = np.concatenate([frames[:t1 + 1], blank, frames[peak:peak + 1], frames[t1 + 1:]])
-        return frames, self.alphabet[k - 1]
+        return np.concatenate([table[:t1 + 1], blank, table[peak:peak + 1], table[t1 + 1:]]), self.alphabet[k - 1]
 
     def _table(self, frames: np.ndarray) -> np.ndarray:
-        """Per frame: blank (separators merged into it), then the plate characters, summing to 1."""
+        """Per frame of the model's output: blank (separators merged into it), then the plate
+        characters, summing to 1."""
         sub = frames[:, self.cols].astype(np.float64)  # blank, plate characters, separators
         sub = sub / np.maximum(sub.sum(1, keepdims=True), 1e-12)  # drop what went to other scripts
         n = self.n_plate
         # separators count as blanks: "ABC-123" and "ABC123" are one plate
         return np.concatenate([sub[:, :1] + sub[:, n + 1:].sum(1, keepdims=True), sub[:, 1:n + 1]], axis=1)
 
-    def decode(self, frames: np.ndarray) -> Read:
-        table = self._table(frames)
+    def decode(self, table: np.ndarray) -> Read:
+        """A :meth:`_table` into a read: each character keeps the distribution of its most
+        confident frame."""
         logp = np.log(np.maximum(table, 1e-12))
-        best = table.argmax(1)
         chars: list[str] = []
         confs: list[float] = []
         rows: list[np.ndarray] = []
-        prev = 0
-        for t, k in enumerate(best):
-            if k == 0:
-                prev = 0
-                continue
-            if k == prev:
-                # the same character over several frames: keep its most confident frame
-                if table[t, k] > confs[-1]:
-                    confs[-1] = float(table[t, k])
-                    rows[-1] = table[t, 1:]
-                continue
-            prev = k
+        for k, t0, t1 in ctc_runs(table.argmax(1)):
+            peak = t0 + int(np.argmax(table[t0:t1 + 1, k]))
             chars.append(self.alphabet[k - 1])
-            confs.append(float(table[t, k]))
-            rows.append(table[t, 1:])
+            confs.append(float(table[peak, k]))
+            rows.append(table[peak, 1:])
         char_logp = None
         if rows:
             char_table = np.stack(rows)

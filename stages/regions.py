@@ -40,7 +40,7 @@ import yaml
 
 __all__ = [
     "BUILTIN_DIR", "DEFAULT_CONFUSIONS", "ENV_VAR", "Correction", "Region", "RegionError",
-    "RegionSet", "Scorer", "SeqBatch", "SlotScorer", "CTCScorer", "TextScorer", "load_regions", "normalize", "parse_pattern",
+    "RegionSet", "Scorer", "SeqBatch", "SlotScorer", "CTCScorer", "TextScorer", "ctc_runs", "load_regions", "normalize", "parse_pattern",
 ]
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "regions"
@@ -421,6 +421,23 @@ def _levenshtein(a: str, b: str) -> int:
     return prev[-1]
 
 
+def ctc_runs(labels: Sequence[int] | np.ndarray) -> list[tuple[int, int, int]]:
+    """The characters of a greedy CTC path: ``(label, first frame, last frame)`` per emitted
+    character (label 0 is the blank; a label repeated without a blank between is one character)."""
+    out: list[tuple[int, int, int]] = []
+    prev = 0
+    for t, k in enumerate(int(v) for v in labels):
+        if k == 0:
+            prev = 0
+            continue
+        if k == prev:
+            out[-1] = (k, out[-1][1], t)
+            continue
+        out.append((k, t, t))
+        prev = k
+    return out
+
+
 class CTCScorer:
     """A CTC recogniser's frames: ``logp[frame, 0]`` is the blank (separators merged into it),
     ``logp[frame, 1 + k]`` the character ``alphabet[k]``.
@@ -436,13 +453,7 @@ class CTCScorer:
         self.logp = np.asarray(logp, np.float64)
         self.alphabet = alphabet
         self.max_length_change = max_length_change
-        best = self.logp.argmax(axis=1)
-        chars, prev = [], 0
-        for k in best:
-            if k and k != prev:
-                chars.append(alphabet[k - 1])
-            prev = k
-        self.greedy = "".join(chars)
+        self.greedy = "".join(alphabet[k - 1] for k, _, _ in ctc_runs(self.logp.argmax(axis=1)))
         self._folded: dict[tuple[tuple[str, str], ...], tuple[np.ndarray, str]] = {}
 
     @staticmethod
