@@ -58,6 +58,11 @@ def default_model_dir() -> Path | None:
     return pkg / "models" / "ch_PP-OCRv4_rec_infer" if pkg else None
 
 
+def model_folder(model_dir: str | os.PathLike[str] | None) -> Path | None:
+    """``model_dir`` with ``$VARS`` and ``~`` expanded, else :func:`default_model_dir`."""
+    return Path(os.path.expandvars(str(model_dir))).expanduser() if model_dir else default_model_dir()
+
+
 def find_model_files(model_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
     """``(model, params)`` in a Paddle inference folder; :class:`FileNotFoundError` says what is missing."""
     folder = Path(model_dir)
@@ -127,7 +132,7 @@ def paddle_problem(model_dir: str | os.PathLike[str] | None = None, check_model:
     problem = _runtime_problem()
     if problem or not check_model:
         return problem
-    folder = Path(os.path.expandvars(str(model_dir))).expanduser() if model_dir else default_model_dir()
+    folder = model_folder(model_dir)
     if folder is None:
         return (f"reader 'paddleocr' has no model: set paddle_model_dir to a PaddleOCR recognition model folder, "
                 f"or {INSTALL_HINT}")
@@ -178,7 +183,7 @@ class PaddleReader(PPOCRReader):
         problem = paddle_problem(model_dir)
         if problem:
             raise RuntimeError(problem)
-        folder = Path(os.path.expandvars(str(model_dir))).expanduser() if model_dir else default_model_dir()
+        folder = model_folder(model_dir)
         assert folder is not None  # paddle_problem said so
         model, params = find_model_files(folder)
         self.model = str(folder)
