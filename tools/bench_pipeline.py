@@ -60,7 +60,7 @@ def run(topology: str | None = None, frames: int = 150, width: int = 1920, heigh
     scene = dict(topo.stages[source].params)
 
     say(f"bench pipeline: staged run of {path}, {frames} frames {width}x{height}")
-    staged = run_to_end(topo)
+    staged = run_to_end(topo, say, source, frames)
     full = _full_stage(topo, staged, frames)
     first = min(staged.times(source, "first_out_at"), default=None)
     last = max(staged.times(full, "last_out_at"), default=None)

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -35,14 +36,32 @@ class RunResult:
         return [float(s[key]) for s in self.stats.get(stage, []) if s.get(key) is not None]
 
 
-def run_to_end(topo: Topology) -> RunResult:
-    """Start the topology's processes, wait until its sources finished and it drained."""
+def run_to_end(topo: Topology, progress: Callable[[str], None] | None = None, source: str | None = None,
+               frames: int | None = None, every_s: float = 30.0) -> RunResult:
+    """Start the topology's processes, wait until its sources finished and it drained.
+
+    With ``progress`` and ``source``: every ``every_s`` seconds a line with the frames the source
+    sent so far (of ``frames``), because a long scene on a slow machine runs for many minutes."""
     from ..core.supervisor import Supervisor
 
     supervisor = Supervisor(topo, console_level="ERROR")
     started = time.monotonic()
+    done = threading.Event()
+
+    def report() -> None:
+        while not done.wait(every_s):
+            instances = [*supervisor.finished.values(), *supervisor.instances.values()]
+            sent = sum(int(i.stats.get("frames_out") or 0) for i in instances if i.stage == source)
+            of = f" of {frames}" if frames else ""
+            progress(f"  {time.monotonic() - started:.0f} s: {sent}{of} frames sent by {source}")  # type: ignore[misc]
+
+    if progress is not None and source is not None:
+        threading.Thread(target=report, name="bench-progress", daemon=True).start()
     supervisor.start()
-    code = supervisor.serve()
+    try:
+        code = supervisor.serve()
+    finally:
+        done.set()
     stats: dict[str, list[dict[str, Any]]] = {}
     for inst in [*supervisor.finished.values(), *supervisor.instances.values()]:
         stats.setdefault(inst.stage, []).append(inst.stats)

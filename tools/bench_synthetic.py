@@ -125,7 +125,7 @@ def run(topology: str | None = None, seconds: float = 60.0, vehicles: int = 16, 
     source = next(name for name in topo.order() if topo.stages[name].type == "source.synthetic")
     params = topo.stages[source].params
     say(f"bench synthetic: {path}, {seconds:g} s scene at {params['fps']:g} fps, {vehicles} vehicles, seed {seed}")
-    result = run_to_end(topo)
+    result = run_to_end(topo, say, source, round(seconds * float(params["fps"])))
     records = list(ev_mod.iter_jsonl((out / "events.jsonl").read_text(encoding="utf-8").splitlines())) \
         if (out / "events.jsonl").exists() else []
     events = [r for r in records if not ev_mod.is_update(r)]
