@@ -46,6 +46,8 @@ PACE_DECAY = 0.95  # per envelope: the camera's pace is measured over its last ~
 
 class DedupParams(StageParams):
     min_reads: int = Field(2, ge=1, description="reads (at or above min_confidence) a passage needs for an event; fewer: dropped and counted as tracks_dropped")
+    min_length: int = Field(3, ge=1, description="a voted text shorter than this makes no event (counted as fragments_dropped): "
+                                                 "what a reader makes of a plate cut by the frame's edge; 2 or 1 for very short vanity plates")
     min_confidence: float = Field(0.4, ge=0, le=1, description="reads below this OCR confidence do not vote (they still keep the track alive)")
     emit_partial: bool = Field(False, description="also emit passages with fewer than min_reads reads (at least one), marked extras.partial = 'true'")
     track_timeout_s: float = Field(1.5, gt=0, description="a passage ends when its track was not seen for this long (capture time; wall clock while the camera is quiet)")
@@ -356,8 +358,12 @@ class DedupStage(Stage):
             self.ctx.count("reads_low_confidence")
             return False
         quality = quality_score(plate.get("quality"), p.quality_ref_width, p.quality_ref_sharpness)
+        box = plate.get("box")
+        box = [float(v) for v in box] if isinstance(box, (list, tuple)) and len(box) == 4 else None
+        aspect = (box[2] - box[0]) / (box[3] - box[1]) if box and box[3] > box[1] and box[2] > box[0] else None
         read = Read(text=text or normalized, normalized=normalized, confidence=confidence,
-                    region=plate.get("region") or None, quality=quality, captured_at=t, frame_id=env.frame_id)
+                    region=plate.get("region") or None, quality=quality, captured_at=t, frame_id=env.frame_id,
+                    aspect=aspect)
         passage.reads.append(read)
         if len(passage.reads) > MAX_READS:
             passage.reads.remove(min(passage.reads, key=lambda r: r.weight))
@@ -365,8 +371,6 @@ class DedupStage(Stage):
         self.ctx.count("reads")
 
         score = read.weight
-        box = plate.get("box")
-        box = [float(v) for v in box] if isinstance(box, (list, tuple)) and len(box) == 4 else None
         crop = plate.get("crop_jpeg")
         best = Best(
             score=score, read=read, crop_jpeg=bytes(crop) if isinstance(crop, (bytes, bytearray, memoryview)) else None,
@@ -477,6 +481,9 @@ class DedupStage(Stage):
         result = vote(passage.reads, p.region_bonus, p.region_min_share)
         if result is None:
             self.ctx.count("tracks_dropped")
+            return []
+        if len(result.normalized) < p.min_length:
+            self.ctx.count("fragments_dropped")
             return []
         if reason != "max_track" and self._absorb_truncated(cam, passage, result.normalized):
             return []

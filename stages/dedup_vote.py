@@ -22,6 +22,8 @@ __all__ = ["Read", "Vote", "quality_score", "vote", "similarity", "best_match", 
 T = TypeVar("T")
 
 CUT_FACTOR = 0.2  # quality factor of a read whose plate touches the frame's edge
+NARROW_SHARE = 0.9  # a box narrower than this share of the passage's widest box hides part of its plate
+NARROW_FACTOR = 0.3  # vote weight factor of such a read
 
 
 @dataclass(slots=True)
@@ -35,6 +37,7 @@ class Read:
     quality: float  # 0..1, see quality_score
     captured_at: float
     frame_id: int
+    aspect: float | None = None  # width / height of the plate's box, where known
 
     @property
     def weight(self) -> float:
@@ -104,7 +107,12 @@ def vote(reads: Sequence[Read], region_bonus: float = 2.0, region_min_share: flo
        the right text. A read whose text is a contiguous part of a longer text that was read at
        least twice (``MF1355`` beside ``MF13555``: the last character hidden by a passer-by or
        cut by the frame's edge) backs the longer length.
-    3. ``confidence`` = the highest confidence of the reads that read exactly the voted text (the
+    3. A read whose box is clearly narrower for its height than the passage's widest box
+       (aspect below ``NARROW_SHARE`` of it) counts ``NARROW_FACTOR`` as much: a passer-by
+       hiding one end of the plate narrows the detector's box, and the reader then reads a
+       confident wrong text (the right stroke of a W as an I) that no region rule can catch.
+       The widest view of one plate is its whole, frontal view.
+    4. ``confidence`` = the highest confidence of the reads that read exactly the voted text (the
        weighted mean confidence of same-length reads when none did) x the weakest position's
        weight share x the winning length's weight share.
     """
@@ -112,8 +120,11 @@ def vote(reads: Sequence[Read], region_bonus: float = 2.0, region_min_share: flo
     if not reads:
         return None
 
+    widest = max((r.aspect for r in reads if r.aspect), default=0.0)
+
     def weight(r: Read) -> float:
-        return max(r.weight, 1e-9) * (region_bonus if r.region else 1.0)
+        narrow = NARROW_FACTOR if r.aspect and r.aspect < NARROW_SHARE * widest else 1.0
+        return max(r.weight, 1e-9) * (region_bonus if r.region else 1.0) * narrow
 
     total = sum(weight(r) for r in reads)
     valid = [r for r in reads if r.region]

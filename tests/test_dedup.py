@@ -102,8 +102,10 @@ def passage(d: Driver, camera: str, start: float, texts: list[str], step: float 
 # -- voting ---------------------------------------------------------------------------------------
 
 
-def R(text: str, conf: float = 0.9, region: str | None = "us-ca", quality: float = 1.0) -> Read:
-    return Read(text=text, normalized=text, confidence=conf, region=region, quality=quality, captured_at=0.0, frame_id=0)
+def R(text: str, conf: float = 0.9, region: str | None = "us-ca", quality: float = 1.0,
+      aspect: float | None = None) -> Read:
+    return Read(text=text, normalized=text, confidence=conf, region=region, quality=quality, captured_at=0.0, frame_id=0,
+                aspect=aspect)
 
 
 def test_vote_per_character_recovers_a_text_no_read_had():
@@ -144,6 +146,19 @@ def test_vote_prefers_region_valid_reads():
     # one weak region-valid read among many others (< region_min_share) does not decide alone
     many = [R("7ABCI23", 0.95, None)] * 8 + [R("7ABC123", 0.5, "us-ca")]
     assert vote(many).normalized == "7ABCI23"
+
+
+def test_vote_discounts_reads_of_a_partly_hidden_plate():
+    """WPZ6694 of the long synthetic scene: a passer-by hid the W for most of the passage, the
+    detector's box lost its left end and both readers read the W's right stroke as an I; the
+    plate was whole (and its box widest) in the last reads only."""
+    hidden = [R("IPZ6694", 1.0, "us-az", aspect=a) for a in (1.63, 1.71, 1.75)]
+    whole = [R("WPZ6694", 0.95, "us-az", aspect=1.99), R("WPZ6694", 0.9, "us-az", aspect=1.9)]
+    assert vote(hidden + whole).normalized == "WPZ6694"
+    assert vote(hidden + whole[:1]).normalized == "WPZ6694"
+    # without boxes (or with boxes of one width) the three reads win, as before
+    assert vote([R(r.normalized, r.confidence, r.region) for r in hidden + whole]).normalized == "IPZ6694"
+    assert vote(hidden + [R("WPZ6694", 0.95, "us-az", aspect=1.8)]).normalized == "IPZ6694"
 
 
 def test_vote_weights_quality():
@@ -279,6 +294,21 @@ def test_min_reads_and_min_confidence(driver):
     d.feed("cam1", T0 + 5)
     assert [e["plate"]["normalized_text"] for e in d.events()] == ["6DEF456"]
     assert d.h.counters["tracks_dropped"] == 2 and d.h.counters["events"] == 1
+
+
+def test_fragments_shorter_than_min_length_make_no_event(driver):
+    """Both readers read a plate entering the view as the characters inside the frame ("B2" of
+    "LDKB2"): too short to be taken for a cut-off part of the plate, and no plate text."""
+    d = driver()
+    passage(d, "cam1", T0, ["B2", "B2"], track=None)
+    passage(d, "cam1", T0 + 0.3, ["LDKB2"] * 4, track=7)
+    d.feed("cam1", T0 + 5)
+    assert [e["plate"]["normalized_text"] for e in d.events()] == ["LDKB2"]
+    assert d.h.counters["fragments_dropped"] == 1
+    short = driver(min_length=2)  # where two-character vanity plates matter
+    passage(short, "cam1", T0, ["B2", "B2"], track=None)
+    short.feed("cam1", T0 + 5)
+    assert [e["plate"]["normalized_text"] for e in short.events()] == ["B2"]
 
 
 def test_emit_partial(driver):
