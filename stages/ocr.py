@@ -22,7 +22,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import cv2
 import numpy as np
@@ -47,6 +47,9 @@ class OcrParams(StageParams):
     model: str | None = Field(None, description="fast-plate-ocr ONNX model; its YAML config is read from beside it "
                                                 "(NAME.yaml or NAME_config.yaml)")
     config: str | None = Field(None, description="the fast-plate-ocr model's YAML config when it is not beside the model")
+    second_below: float = Field(1.0, ge=0, le=1,
+                                description="reader both: read a crop with PP-OCR too only when a fast-plate-ocr character "
+                                            "is below this confidence or its read fits no region (1: every crop)")
     paddle_model_dir: str | None = Field(None, description="reader paddleocr: a PaddleOCR recognition model folder "
                                                            "(inference.pdmodel or inference.json, inference.pdiparams, "
                                                            "and inference.yml or a *dict*.txt); default: PP-OCRv4 from "
@@ -74,6 +77,9 @@ class OcrParams(StageParams):
                                                          "passage for the vote as a 30 fps one)")
     reread_gain: float = Field(0.2, ge=0, description="a crop whose shot score beats the track's best read by this "
                                                       "fraction is read again")
+    reread_wider: float = Field(0.1, ge=0, description="a box this fraction wider for its height than every read box of "
+                                                       "its track is read again: more of the plate came into view (a "
+                                                       "passer-by stepped away, the plate left the frame's edge)")
     max_reads_per_track: int = Field(0, ge=0, description="stop reading a track after this many reads (0: no limit)")
     report_throttled: bool = Field(True, description="repeat a throttled track's best read with skipped: throttled")
     track_max_age: int = Field(300, ge=1, description="forget a track not seen for this many frames of its camera")
@@ -130,7 +136,7 @@ def build_reader(p: OcrParams, regions: RegionSet | None = None) -> Reader:
         return PPOCRReader(threads=p.threads)
     if kind == "both":
         return CombinedReader(FastPlateReader(p.model, p.config, threads=p.threads),  # type: ignore[arg-type]
-                              PPOCRReader(threads=p.threads), regions)
+                              PPOCRReader(threads=p.threads), regions, unsure_below=p.second_below)
     return PaddleReader(p.paddle_model_dir, threads=p.threads)
 
 
@@ -157,6 +163,7 @@ class _Track:
     best_shot: float = -1.0  # shot score of the best read crop
     best: dict[str, Any] | None = None  # the plate dict of the best read
     best_score: float = -1.0  # shot score x confidence of ``best``
+    widest: float = 0.0  # the largest width / height of a box read so far
 
 
 class OcrStage(Stage):
@@ -182,7 +189,7 @@ class OcrStage(Stage):
 
     # -- throttling --------------------------------------------------------------------------------
 
-    def _should_read(self, st: _Track | None, captured_at: float, shot: float) -> bool:
+    def _should_read(self, st: _Track | None, captured_at: float, shot: float, aspect: float) -> bool:
         p = self.params
         if st is None or not p.throttle or st.best is None:
             return True
@@ -190,7 +197,7 @@ class OcrStage(Stage):
             return False
         if captured_at - st.last_read_at >= p.reread_every_s:
             return True
-        return shot > st.best_shot * (1.0 + p.reread_gain)
+        return shot > st.best_shot * (1.0 + p.reread_gain) or aspect > st.widest * (1.0 + p.reread_wider)
 
     def _forget(self, camera: str, frame_id: int) -> None:
         age = self.params.track_max_age
@@ -223,7 +230,7 @@ class OcrStage(Stage):
             st = self.tracks.get((env.camera_id, int(tid))) if tid is not None else None
             if st is not None:
                 st.last_seen = env.frame_id
-            if not self._should_read(st, env.captured_at, shot):
+            if not self._should_read(st, env.captured_at, shot, _aspect(box)):
                 self.ctx.count("plates_throttled")
                 if p.report_throttled and st is not None and st.best is not None:
                     entry = {k: v for k, v in st.best.items() if k != "crop_jpeg"}
@@ -252,6 +259,7 @@ class OcrStage(Stage):
                 st = self.tracks[key] = _Track(last_seen=env.frame_id)
             st.last_read_at = env.captured_at
             st.reads += 1
+            st.widest = max(st.widest, _aspect(det["box"]))
         if not res.normalized or res.confidence < p.min_confidence:
             self.ctx.count("plates_low_confidence" if res.normalized or p.region_mode != "require" else "plates_no_region")
             return
@@ -291,6 +299,12 @@ class OcrStage(Stage):
         reader = getattr(self, "reader", None)
         if reader is not None:
             reader.close()
+
+
+def _aspect(box: Sequence[float]) -> float:
+    """Width / height of a box (0 for an empty one)."""
+    height = float(box[3]) - float(box[1])
+    return (float(box[2]) - float(box[0])) / height if height > 0 else 0.0
 
 
 def encode_jpeg(crop: np.ndarray, quality: int = 85, max_width: int = 320) -> bytes:

@@ -22,7 +22,7 @@ from alpr_topo.stages import ocr_prep as prep
 from alpr_topo.stages.ocr import OcrParams, OcrStage, shot_score
 from alpr_topo.stages.ocr_engine import STRATEGIES, PlateOCR
 from alpr_topo.stages.ocr_readers import (
-    CombinedReader, FastPlateConfig, FastPlateReader, PPOCRReader, Read,
+    CombinedReader, FastPlateConfig, FastPlateReader, PPOCRReader, Read, Reader,
 )
 from alpr_topo.stages.ocr_doubles import collapsed_double
 from alpr_topo.stages.regions import load_regions
@@ -265,6 +265,9 @@ def test_combined_reader_votes_per_character(us):
     # different lengths: the one that fits a region
     c = comb.combine(_read("ABC12345", [0.99] * 8), _read("ABC1234", [0.8] * 7))
     assert c.text == "ABC1234" and c.extra["how"] == "pick"
+    # neither fits a region: the primary's, not a confident fragment of the plate
+    assert not us.match("ZZ") and not us.match("9")
+    assert comb.combine(_read("ZZ", [0.6, 0.6]), _read("9", [0.99])).text == "ZZ"
 
 
 # -- the engine -------------------------------------------------------------------------------------------
@@ -324,9 +327,14 @@ def accuracy(truth, us):
         results["fast-plate-ocr + us rules + strategies"] = _accuracy(PlateOCR(fp, us), truth)
         results["fast-plate-ocr + us,eu rules + strategies"] = _accuracy(PlateOCR(fp, everywhere), truth)
         results["both + us rules + strategies"] = _accuracy(PlateOCR(both, us), truth)
+        gated = CombinedReader(fp, _Counting(pp), us, unsure_below=0.98)
+        results["both where unsure + us rules + strategies"] = _accuracy(PlateOCR(gated, us), truth)
     print("\nexact match on the 58 OpenALPR US plates (ground-truth boxes):")
     for name, (acc, ms, misses) in results.items():
         print(f"  {name:44s} {acc:6.1%}  {ms:6.1f} ms/plate  misses: {[(t, r) for _, t, r in misses]}")
+    if MODEL.is_file():
+        print(f"  both where unsure: PP-OCR read {gated.secondary.crops} crops for {len(truth)} plates")
+        results["both where unsure: crops ppocr read"] = (gated.secondary.crops, 0.0, [])
     return results
 
 
@@ -343,9 +351,55 @@ def test_accuracy_ppocr_default(accuracy):
     assert acc > accuracy["ppocr, raw"][0]
 
 
-def test_accuracy_both_readers(accuracy, model):
+def test_accuracy_both_readers(accuracy, model, truth):
     acc, _, misses = accuracy["both + us rules + strategies"]
     assert acc >= 0.92, misses
+    gated, _, misses = accuracy["both where unsure + us rules + strategies"]
+    assert gated >= accuracy["fast-plate-ocr + us rules + strategies"][0] and gated >= 0.92, misses
+    second = accuracy["both where unsure: crops ppocr read"][0]
+    assert 0 < second < len(truth) / 2  # PP-OCR read only the crops fast-plate-ocr was unsure of
+
+
+class _Counting(Reader):
+    """A reader that counts the crops it was given."""
+
+    def __init__(self, inner: Reader) -> None:
+        self.inner, self.name, self.crops = inner, inner.name, 0
+
+    def read(self, crops):
+        self.crops += len(crops)
+        return self.inner.read(crops)
+
+
+class _Fixed(Reader):
+    """A reader that gives the same read for every crop."""
+
+    def __init__(self, read: Read) -> None:
+        self.fixed, self.name, self.crops = read, read.reader, 0
+
+    def read(self, crops):
+        self.crops += len(crops)
+        return [self.fixed for _ in crops]
+
+
+def test_combined_reader_asks_the_second_reader_only_where_the_first_is_unsure(us):
+    crop = np.zeros((20, 60, 3), np.uint8)
+    second = _Fixed(_read("ABC1234", [0.9] * 7, name="second"))
+
+    def second_reads(first: Read) -> int:
+        second.crops = 0
+        CombinedReader(_Fixed(first), second, us, unsure_below=0.9).read([crop, crop])
+        return second.crops
+
+    assert second_reads(_read("ABC1234", [0.95] * 7)) == 0  # sure and fits a US format
+    assert second_reads(_read("ABC1234", [0.95] * 6 + [0.85])) == 2  # one character below 0.9
+    assert second_reads(_read("AB12", [0.99] * 4)) == 2  # confident, but fits no format
+    combined = CombinedReader(_Fixed(_read("ABC1Z34", [0.95] * 4 + [0.6] + [0.95] * 2)), second, us, unsure_below=0.9)
+    assert combined.read([crop])[0].text == "ABC1234"  # the unsure read was combined
+    everywhere = CombinedReader(_Fixed(_read("ABC1234", [0.99] * 7)), second, us)
+    second.crops = 0
+    everywhere.read([crop])
+    assert second.crops == 1  # unsure_below 1 (the default): every crop
 
 
 # -- the stage ------------------------------------------------------------------------------------------------
@@ -452,6 +506,33 @@ def test_stage_throttles_tracks_and_keeps_the_best_shot(truth, model):
     with StageHarness(OcrStage, {**params, "report_throttled": False}) as h:
         h.process(h.frame_envelope(small, frame_id=0, detections=[_det(small_box, 1)]))
         assert h.process(h.frame_envelope(small, frame_id=1, detections=[_det(small_box, 1)]))[0].plates == []
+
+
+def test_stage_reads_a_track_again_when_more_of_its_plate_comes_into_view(truth, model):
+    """A passer-by hides the left third of the plate, then steps away: the whole plate's box is
+    wider for its height, so it is read again at once, though its shot score is no better."""
+    name, image, box, plate = next(t for t in truth if t[3] == "EMR7094")
+    x1, y1, x2, y2 = box
+    edge = x1 + 0.35 * (x2 - x1)
+    hidden = image.copy()
+    hidden[:, : int(edge)] = 90  # the passer-by
+    visible = [edge, y1, x2, y2]
+
+    def reads(**params):
+        with StageHarness(OcrStage, {"model": model, "regions": ["us"], **params}) as h:
+            out = []
+            for fid, (img, b) in enumerate([(hidden, visible), (image, box), (image, box)]):
+                env = h.frame_envelope(img, camera_id="cam", frame_id=fid, captured_at=1000.0 + fid / 10,
+                                       detections=[_det(b, 7, 2)])
+                out += h.process(env)[0].plates
+            return out
+
+    part, whole, same = reads()
+    assert part["normalized"] != plate and "skipped" not in part
+    assert "skipped" not in whole and whole["normalized"] == plate
+    assert same["skipped"] == "throttled"  # no wider than the last read
+    assert shot_score(whole["quality"]) <= 1.2 * shot_score(part["quality"])  # the shot score alone would not
+    assert reads(reread_wider=10.0)[1]["skipped"] == "throttled"  # nor does the stage without the rule
 
 
 def test_stage_forgets_old_tracks(truth, model):
