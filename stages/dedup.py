@@ -360,7 +360,9 @@ class DedupStage(Stage):
         quality = quality_score(plate.get("quality"), p.quality_ref_width, p.quality_ref_sharpness)
         box = plate.get("box")
         box = [float(v) for v in box] if isinstance(box, (list, tuple)) and len(box) == 4 else None
-        aspect = (box[2] - box[0]) / (box[3] - box[1]) if box and box[3] > box[1] and box[2] > box[0] else None
+        # a plate cut by the frame's edge looks wider than it is: its aspect says nothing
+        whole = box and box[3] > box[1] and box[2] > box[0] and not (plate.get("quality") or {}).get("cut")
+        aspect = (box[2] - box[0]) / (box[3] - box[1]) if whole else None
         read = Read(text=text or normalized, normalized=normalized, confidence=confidence,
                     region=plate.get("region") or None, quality=quality, captured_at=t, frame_id=env.frame_id,
                     aspect=aspect)

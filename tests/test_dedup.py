@@ -286,6 +286,22 @@ def test_plate_touching_the_frame_edge_reads_weakly():
     assert cut == pytest.approx(full * CUT_FACTOR)
 
 
+def test_a_cut_plate_does_not_set_the_widest_box(driver):
+    """A plate leaving through the frame's bottom edge loses its lower part: its box looks wider
+    for its height than the whole plate ever did and would make every whole view count as
+    narrow (WPZ6694 of the long synthetic scene, read VPZ6694 by the cut view's neighbours)."""
+    d = driver(min_reads=1)
+    whole = [plate("WPZ6694", 0.97, region="us-az", box=[100, 200, 290, 300]),  # aspect 1.9
+             plate("WPZ6694", 0.97, region="us-az", box=[100, 200, 290, 300])]
+    hidden = [plate("VPZ6694", 1.0, region="us-az", box=[110, 200, 270, 300])] * 3  # aspect 1.6
+    cut = plate("WPZ6694", 0.99, region="us-az", box=[100, 640, 300, 720])  # aspect 2.5, cut
+    cut["quality"]["cut"] = 1.0
+    for i, p in enumerate(hidden + whole + [cut]):
+        d.feed("cam1", T0 + i * 0.1, [p])
+    d.flush()
+    assert [e["plate"]["normalized_text"] for e in d.events()] == ["WPZ6694"]
+
+
 def test_min_reads_and_min_confidence(driver):
     d = driver(min_reads=3, min_confidence=0.5)
     passage(d, "cam1", T0, ["7ABC123", "7ABC123"], track=1)  # too few
