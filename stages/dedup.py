@@ -48,6 +48,8 @@ class DedupParams(StageParams):
     min_reads: int = Field(2, ge=1, description="reads (at or above min_confidence) a passage needs for an event; fewer: dropped and counted as tracks_dropped")
     min_length: int = Field(3, ge=1, description="a voted text shorter than this makes no event (counted as fragments_dropped): "
                                                  "what a reader makes of a plate cut by the frame's edge; 2 or 1 for very short vanity plates")
+    max_length: int = Field(10, ge=1, description="reads longer than this do not vote (counted as reads_too_long): no plate format is "
+                                                  "that long; a reader read the state name or slogan with the plate")
     min_confidence: float = Field(0.4, ge=0, le=1, description="reads below this OCR confidence do not vote (they still keep the track alive)")
     emit_partial: bool = Field(False, description="also emit passages with fewer than min_reads reads (at least one), marked extras.partial = 'true'")
     track_timeout_s: float = Field(1.5, gt=0, description="a passage ends when its track was not seen for this long (capture time; wall clock while the camera is quiet)")
@@ -335,6 +337,9 @@ class DedupStage(Stage):
         vehicle_track = None if vehicle_track is None else int(vehicle_track)
         confidence = float(plate.get("confidence") or 0.0)
         usable = bool(normalized) and confidence >= p.min_confidence
+        if len(normalized) > p.max_length:
+            usable = False
+            self.ctx.count("reads_too_long")
         if plate_track is None and vehicle_track is None and not usable:
             self.ctx.count("reads_low_confidence")
             return False  # an untracked read that cannot vote opens no group

@@ -137,6 +137,16 @@ def test_vote_truncated_reads_back_the_longer_plate():
     assert vote(hidden + [R("MF13565", 0.9, "us-il")] * 4).normalized == "MF1355"
 
 
+def test_vote_reads_of_a_collapsed_doubled_letter_back_the_longer_plate():
+    """XJJ9042 of the long synthetic scene (seed 6): both readers read the narrow JJ as one J in
+    seven of nine reads."""
+    collapsed = [R("XJ9042", 0.99, "us-ca")] * 7
+    assert vote(collapsed + [R("XJJ9042", 0.97, "us-ca")] * 2).normalized == "XJJ9042"
+    assert vote(collapsed + [R("XJJ9042", 0.97, "us-ca")]).normalized == "XJ9042"  # read once
+    # a letter that is not a double of its neighbour is not a collapse
+    assert vote(collapsed + [R("XJK9042", 0.97, "us-ca")] * 2).normalized == "XJ9042"
+
+
 def test_vote_prefers_region_valid_reads():
     # three confident reads that match no plate format against two that match us-ca
     reads = [R("7ABCI23", 0.95, None), R("7ABCI23", 0.95, None), R("7ABCI23", 0.95, None),
@@ -325,6 +335,18 @@ def test_fragments_shorter_than_min_length_make_no_event(driver):
     passage(short, "cam1", T0, ["B2", "B2"], track=None)
     short.feed("cam1", T0 + 5)
     assert [e["plate"]["normalized_text"] for e in short.events()] == ["B2"]
+
+
+def test_reads_longer_than_any_plate_do_not_vote(driver):
+    """PP-OCR read a plate leaving the frame as NEWJERSEYT35CVM, state name and all (long
+    synthetic scene, seed 6): no plate is that long, so the read only keeps the track alive."""
+    d = driver()
+    passage(d, "cam1", T0, ["NEWJERSEYT35CVM", "NEWJERSEYT35CVM", "NEWJERSEY"], track=8, conf=0.93)
+    passage(d, "cam1", T0 + 0.3, ["T35SYM", "T35SYM"], track=9)
+    d.feed("cam1", T0 + 5)
+    assert [e["plate"]["normalized_text"] for e in d.events()] == ["T35SYM"]
+    assert d.h.counters["reads_too_long"] == 2
+    assert d.h.counters["tracks_dropped"] == 1  # NEWJERSEY alone: one read, below min_reads
 
 
 def test_emit_partial(driver):
