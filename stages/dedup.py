@@ -32,6 +32,7 @@ from ..core.envelope import Envelope
 from ..core.framepool import StaleFrame
 from ..core.stage import Stage, StageParams
 from . import events
+from .det_base import box_aspect
 from .dedup_vote import Read, Vote, best_match, quality_score, similarity, truncation_of, vote
 
 __all__ = ["DedupParams", "DedupStage", "STAGE_TYPES"]
@@ -366,11 +367,11 @@ class DedupStage(Stage):
         box = plate.get("box")
         box = [float(v) for v in box] if isinstance(box, (list, tuple)) and len(box) == 4 else None
         # a plate cut by the frame's edge looks wider than it is: its aspect says nothing
-        whole = box and box[3] > box[1] and box[2] > box[0] and not (plate.get("quality") or {}).get("cut")
-        aspect = (box[2] - box[0]) / (box[3] - box[1]) if whole else None
+        cut = (plate.get("quality") or {}).get("cut")
+        aspect = box_aspect(box) if box and not cut else 0.0
         read = Read(text=text or normalized, normalized=normalized, confidence=confidence,
                     region=plate.get("region") or None, quality=quality, captured_at=t, frame_id=env.frame_id,
-                    aspect=aspect)
+                    aspect=aspect or None)
         passage.reads.append(read)
         if len(passage.reads) > MAX_READS:
             passage.reads.remove(min(passage.reads, key=lambda r: r.weight))

@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = [
     "COCO_NAMES", "VEHICLE_LABELS", "Detection", "Detector", "Letterbox", "associate",
-    "box_iou", "iou_matrix", "letterbox", "nms", "parse_names", "plate_label", "physical_cores",
+    "box_aspect", "box_iou", "iou_matrix", "letterbox", "nms", "parse_names", "plate_label", "physical_cores",
     "default_threads",
 ]
 
@@ -178,6 +178,12 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return float(inter / union) if union > 0 else 0.0
+
+
+def box_aspect(box: Sequence[float]) -> float:
+    """Width / height of an ``[x1, y1, x2, y2]`` box; 0 for an empty one."""
+    width, height = float(box[2]) - float(box[0]), float(box[3]) - float(box[1])
+    return width / height if width > 0 and height > 0 else 0.0
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -31,6 +31,7 @@ from pydantic import Field, field_validator, model_validator
 from ..core.envelope import Envelope
 from ..core.stage import Stage, StageParams
 from . import ocr_prep as prep
+from .det_base import box_aspect
 from .ocr_engine import STRATEGIES, PlateOCR, PlateResult
 from .ocr_paddle import PaddleReader, paddle_problem
 from .ocr_readers import MODELS_HOWTO, CombinedReader, FastPlateReader, PPOCRReader, Reader
@@ -230,7 +231,7 @@ class OcrStage(Stage):
             st = self.tracks.get((env.camera_id, int(tid))) if tid is not None else None
             if st is not None:
                 st.last_seen = env.frame_id
-            if not self._should_read(st, env.captured_at, shot, _aspect(box)):
+            if not self._should_read(st, env.captured_at, shot, box_aspect(box)):
                 self.ctx.count("plates_throttled")
                 if p.report_throttled and st is not None and st.best is not None:
                     entry = {k: v for k, v in st.best.items() if k != "crop_jpeg"}
@@ -259,7 +260,7 @@ class OcrStage(Stage):
                 st = self.tracks[key] = _Track(last_seen=env.frame_id)
             st.last_read_at = env.captured_at
             st.reads += 1
-            st.widest = max(st.widest, _aspect(det["box"]))
+            st.widest = max(st.widest, box_aspect(det["box"]))
         if not res.normalized or res.confidence < p.min_confidence:
             self.ctx.count("plates_low_confidence" if res.normalized or p.region_mode != "require" else "plates_no_region")
             return
@@ -299,12 +300,6 @@ class OcrStage(Stage):
         reader = getattr(self, "reader", None)
         if reader is not None:
             reader.close()
-
-
-def _aspect(box: Sequence[float]) -> float:
-    """Width / height of a box (0 for an empty one)."""
-    height = float(box[3]) - float(box[1])
-    return (float(box[2]) - float(box[0])) / height if height > 0 else 0.0
 
 
 def encode_jpeg(crop: np.ndarray, quality: int = 85, max_width: int = 320) -> bytes:
