@@ -108,7 +108,9 @@ def vote(reads: Sequence[Read], region_bonus: float = 2.0, region_min_share: flo
        least twice (``MF1355`` beside ``MF13555``: the last character hidden by a passer-by or
        cut by the frame's edge) backs the longer length, and so does a read of that text with
        one of its doubled letters read once (``XJ9042`` beside ``XJJ9042``): readers merge two
-       narrow equal letters far more often than they invent a second one.
+       narrow equal letters far more often than they invent a second one. Such a read also votes
+       the longer text's characters at the positions it covers (all of them for a doubled
+       letter read once), so many partial reads outvote one large wrong whole read.
     3. A read whose box is clearly narrower for its height than the passage's widest box
        (aspect below ``NARROW_SHARE`` of it) counts ``NARROW_FACTOR`` as much: a passer-by
        hiding one end of the plate narrows the detector's box, and the reader then reads a
@@ -141,16 +143,24 @@ def vote(reads: Sequence[Read], region_bonus: float = 2.0, region_min_share: flo
     counts: dict[str, int] = {}
     for r in candidates:
         counts[r.normalized] = counts.get(r.normalized, 0) + 1
-    longer = [t for t, n in counts.items() if n >= 2]
+    longer = sorted((t for t, n in counts.items() if n >= 2), key=lambda t: (-len(t), -counts[t]))
+    backs: dict[int, str] = {}  # index in candidates -> the longer text that read backs
     by_len: dict[int, float] = {}
     best_single: dict[int, float] = {}
-    for r in candidates:
-        n = max((len(t) for t in longer if _lost_from(r.normalized, t)), default=len(r.normalized))
+    for i, r in enumerate(candidates):
+        target = next((t for t in longer if _lost_from(r.normalized, t)), None)
+        if target is not None:
+            backs[i] = target
+        n = len(target or r.normalized)
         by_len[n] = by_len.get(n, 0.0) + weight(r)
         best_single[n] = max(best_single.get(n, 0.0), weight(r))
 
     length = _argmax(by_len, best_single)
+    # every read of the winning length votes each position; a read that backs it votes the
+    # positions it covers (with the characters of the text it backs)
     same = [r for r in candidates if len(r.normalized) == length]
+    voters = [(r, list(r.normalized)) for r in same] + [
+        (r, _aligned(r.normalized, backs[i])) for i, r in enumerate(candidates) if len(backs.get(i, "")) == length]
     len_total = sum(weight(r) for r in same)
 
     chars: list[str] = []
@@ -158,13 +168,14 @@ def vote(reads: Sequence[Read], region_bonus: float = 2.0, region_min_share: flo
     for k in range(length):
         tally: dict[str, float] = {}
         top: dict[str, float] = {}
-        for r in same:
-            c = r.normalized[k]
-            tally[c] = tally.get(c, 0.0) + weight(r)
-            top[c] = max(top.get(c, 0.0), weight(r))
+        for r, aligned in voters:
+            c = aligned[k]
+            if c:
+                tally[c] = tally.get(c, 0.0) + weight(r)
+                top[c] = max(top.get(c, 0.0), weight(r))
         winner = _argmax(tally, top)
         chars.append(winner)
-        agreement = min(agreement, tally[winner] / len_total)
+        agreement = min(agreement, tally[winner] / sum(tally.values()))
     normalized = "".join(chars)
 
     exact = [r for r in same if r.normalized == normalized]
@@ -193,6 +204,16 @@ def vote(reads: Sequence[Read], region_bonus: float = 2.0, region_min_share: flo
         length_share=round(length_share, 4),
         exact=bool(exact),
     )
+
+
+def _aligned(short: str, long: str) -> list[str]:
+    """The characters of ``long`` that a read ``short`` lost from it (see :func:`_lost_from`)
+    covers, with "" at the positions it does not: a cut-off read covers its part, a read of a
+    doubled letter read once covers all of it."""
+    start = long.find(short)
+    if start < 0:
+        return list(long)
+    return [c if start <= k < start + len(short) else "" for k, c in enumerate(long)]
 
 
 def _lost_from(short: str, long: str) -> bool:

@@ -147,6 +147,22 @@ def test_vote_reads_of_a_collapsed_doubled_letter_back_the_longer_plate():
     assert vote(collapsed + [R("XJK9042", 0.97, "us-ca")] * 2).normalized == "XJ9042"
 
 
+def test_vote_reads_that_back_a_longer_plate_vote_its_characters():
+    """Seed 6 again: the two whole reads of XJJ9042 came from the small early views, the one
+    large late view read XI19042. The seven collapsed reads back length 7 and also vote J at the
+    positions they cover, so the large view's I1 does not win."""
+    collapsed = [R("XJ9042", 0.99, None)] * 7
+    small_whole = [R("XJJ9042", 0.97, None, quality=0.4)] * 2
+    large_wrong = [R("XI19042", 0.93, None)]
+    assert vote(small_whole + large_wrong).normalized == "XI19042"  # the whole reads alone
+    result = vote(collapsed + small_whole + large_wrong)
+    assert result.normalized == "XJJ9042" and result.exact
+    # truncated reads vote only the positions they cover: the last character is still voted by
+    # the whole reads alone
+    cut = [R("MF1355", 0.99, None)] * 5
+    assert vote(cut + [R("MF13555", 0.9, None, quality=0.4)] * 2 + [R("MF13556", 0.93, None)]).normalized == "MF13556"
+
+
 def test_vote_prefers_region_valid_reads():
     # three confident reads that match no plate format against two that match us-ca
     reads = [R("7ABCI23", 0.95, None), R("7ABCI23", 0.95, None), R("7ABCI23", 0.95, None),
