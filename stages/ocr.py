@@ -164,7 +164,7 @@ class _Track:
     best_shot: float = -1.0  # shot score of the best read crop
     best: dict[str, Any] | None = None  # the plate dict of the best read
     best_score: float = -1.0  # shot score x confidence of ``best``
-    widest: float = 0.0  # the largest width / height of a box read so far
+    widest: float = 0.0  # the largest width / height of a whole (not cut) box read so far
 
 
 class OcrStage(Stage):
@@ -260,7 +260,8 @@ class OcrStage(Stage):
                 st = self.tracks[key] = _Track(last_seen=env.frame_id)
             st.last_read_at = env.captured_at
             st.reads += 1
-            st.widest = max(st.widest, box_aspect(det["box"]))
+            if not quality.get("cut"):  # a box cut by the frame's edge looks wider than its plate
+                st.widest = max(st.widest, box_aspect(det["box"]))
         if not res.normalized or res.confidence < p.min_confidence:
             self.ctx.count("plates_low_confidence" if res.normalized or p.region_mode != "require" else "plates_no_region")
             return

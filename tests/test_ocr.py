@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from alpr_topo.core.testing import StageHarness
 from alpr_topo.stages import ocr_prep as prep
+from alpr_topo.stages.det_base import box_aspect
 from alpr_topo.stages.ocr import OcrParams, OcrStage, shot_score
 from alpr_topo.stages.ocr_engine import STRATEGIES, PlateOCR
 from alpr_topo.stages.ocr_readers import (
@@ -533,6 +534,31 @@ def test_stage_reads_a_track_again_when_more_of_its_plate_comes_into_view(truth,
     assert same["skipped"] == "throttled"  # no wider than the last read
     assert shot_score(whole["quality"]) <= 1.2 * shot_score(part["quality"])  # the shot score alone would not
     assert reads(reread_wider=10.0)[1]["skipped"] == "throttled"  # nor does the stage without the rule
+
+
+def test_a_plate_cut_by_the_frame_edge_does_not_set_the_widest_box(truth, model):
+    """A plate entering at the top of the frame: its box has lost height, so it looks wider than
+    the whole plate will ever be. Counting it would keep reread_wider silent for the rest of the
+    track (here: the whole plate after a passer-by had hidden a third of it)."""
+    name, image, box, plate = next(t for t in truth if t[3] == "EMR7094")
+    x1, y1, x2, y2 = box
+    top = int(y1 + 0.45 * (y2 - y1))
+    entering = image[top:].copy()  # the frame's top edge cuts the plate
+    cut_box = [x1, 0.0, x2, y2 - top]
+    edge = x1 + 0.35 * (x2 - x1)
+    hidden = image.copy()
+    hidden[:, : int(edge)] = 90
+    views = [(entering, cut_box), (hidden, [edge, y1, x2, y2]), (image, box)]
+    with StageHarness(OcrStage, {"model": model, "regions": ["us"]}) as h:
+        out = []
+        for fid, (img, b) in enumerate(views):
+            env = h.frame_envelope(img, camera_id="cam", frame_id=fid, captured_at=1000.0 + fid / 10,
+                                   detections=[_det(b, 7, 2)])
+            out += h.process(env)[0].plates
+    cut, part, whole = out
+    assert cut["quality"].get("cut") and box_aspect(cut_box) > 1.1 * box_aspect(box)
+    assert "skipped" not in part and "skipped" not in whole
+    assert whole["normalized"] == plate
 
 
 def test_stage_forgets_old_tracks(truth, model):
