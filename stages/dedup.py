@@ -52,6 +52,8 @@ class DedupParams(StageParams):
     max_length: int = Field(10, ge=1, description="reads longer than this do not vote (counted as reads_too_long): no plate format is "
                                                   "that long; a reader read the state name or slogan with the plate")
     min_confidence: float = Field(0.4, ge=0, le=1, description="reads below this OCR confidence do not vote (they still keep the track alive)")
+    repeat_reads: int = Field(5, ge=0, description="a text read this many times below min_confidence in one passage votes from that read on "
+                                                   "(the reader is unsure of short vanity plates but reads them the same frame after frame); 0: never")
     emit_partial: bool = Field(False, description="also emit passages with fewer than min_reads reads (at least one), marked extras.partial = 'true'")
     track_timeout_s: float = Field(1.5, gt=0, description="a passage ends when its track was not seen for this long (capture time; wall clock while the camera is quiet)")
     max_track_s: float = Field(30.0, gt=0, description="a passage open this long emits its event anyway; later sightings only move its last_seen (update, reason 'continued')")
@@ -98,7 +100,7 @@ class Passage:
     last_frame_id: int
     reads: list[Read] = field(default_factory=list)
     first_read: float = float("inf")
-    low_reads: int = 0
+    unsure: dict[str, int] = field(default_factory=dict)  # text -> reads of it below min_confidence
     best: Best | None = None
     best_text: dict[str, Best] = field(default_factory=dict)
     vehicle_crop: np.ndarray | None = None
@@ -315,7 +317,8 @@ class DedupStage(Stage):
         dst.started = min(dst.started, src.started)
         dst.first_read = min(dst.first_read, src.first_read)
         dst.seen = max(dst.seen, src.seen)
-        dst.low_reads += src.low_reads
+        for text, n in src.unsure.items():
+            dst.unsure[text] = dst.unsure.get(text, 0) + n
         dst.plate_tracks |= src.plate_tracks
         for text, best in src.best_text.items():
             if text not in dst.best_text or best.score > dst.best_text[text].score:
@@ -359,8 +362,11 @@ class DedupStage(Stage):
             passage.plate_tracks.add(plate_track)
         if passage.kept is not None:
             return False  # its event went out at max_track_s: only last_seen moves now
+        if not usable and normalized and len(normalized) <= p.max_length and p.repeat_reads:
+            # a short vanity plate the reader is unsure of, read the same in frame after frame
+            passage.unsure[normalized] = passage.unsure.get(normalized, 0) + 1
+            usable = passage.unsure[normalized] >= p.repeat_reads
         if not usable:
-            passage.low_reads += 1
             self.ctx.count("reads_low_confidence")
             return False
         quality = quality_score(plate.get("quality"), p.quality_ref_width, p.quality_ref_sharpness)
