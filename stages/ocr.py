@@ -51,6 +51,9 @@ class OcrParams(StageParams):
     second_below: float = Field(1.0, ge=0, le=1,
                                 description="reader both: read a crop with PP-OCR too only when a fast-plate-ocr character "
                                             "is below this confidence or its read fits no region (1: every crop)")
+    second_strategies: bool = Field(True, description="reader both: PP-OCR also reads the preprocessing strategies' "
+                                                      "variants of an unsure crop; false: only the crop itself (PP-OCR "
+                                                      "costs about 4x fast-plate-ocr per crop)")
     paddle_model_dir: str | None = Field(None, description="reader paddleocr: a PaddleOCR recognition model folder "
                                                            "(inference.pdmodel or inference.json, inference.pdiparams, "
                                                            "and inference.yml or a *dict*.txt); default: PP-OCRv4 from "
@@ -183,7 +186,9 @@ class OcrStage(Stage):
         self.reader = build_reader(p, regions)
         self.engine = PlateOCR(self.reader, regions, region_mode=p.region_mode, margin=p.margin,
                                accept_confidence=p.accept_confidence, max_correction_cost=p.max_correction_cost,
-                               strategies=p.strategies, upscale_below=p.upscale_below)
+                               strategies=p.strategies, upscale_below=p.upscale_below,
+                               strategy_reader=self.reader.primary if isinstance(self.reader, CombinedReader)
+                               and not p.second_strategies else None)
         self.tracks: dict[tuple[str, int], _Track] = {}
         self.log.info("ocr.plate: reader %s, %d regions, mode %s", self.reader.name,
                       len(regions) if regions else 0, p.region_mode)

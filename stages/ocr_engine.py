@@ -71,13 +71,14 @@ class PlateOCR:
     def __init__(self, reader: Reader, regions: RegionSet | None = None, *, region_mode: str = "prefer",
                  margin: float = 0.1, accept_confidence: float = 0.75, max_correction_cost: float = 4.0,
                  strategies: Sequence[str] = STRATEGIES, upscale_below: int = 32, invalid_weight: float = 0.3,
-                 pad_margins: Sequence[float] = (0.04, 0.18)) -> None:
+                 pad_margins: Sequence[float] = (0.04, 0.18), strategy_reader: Reader | None = None) -> None:
         if region_mode not in ("prefer", "require", "off"):
             raise ValueError(f"region_mode must be prefer, require or off, got {region_mode!r}")
         unknown = [s for s in strategies if s not in STRATEGIES]
         if unknown:
             raise ValueError(f"unknown strategies {unknown}; known: {', '.join(STRATEGIES)}")
         self.reader = reader
+        self.strategy_reader = strategy_reader or reader  # what reads the strategies' variants
         self.regions = regions if regions is not None and len(regions) else None
         self.region_mode = region_mode if self.regions is not None else "off"
         self.margin = margin
@@ -171,7 +172,8 @@ class PlateOCR:
         if not jobs:
             return
         t0 = time.perf_counter()
-        reads = self.reader.read([c for _, c in jobs])
+        reader = self.reader if strategy == "base" else self.strategy_reader
+        reads = reader.read([c for _, c in jobs])
         t1 = time.perf_counter()
         for (i, _), read in zip(jobs, reads):
             a = Attempt(strategy, read, self.correct(read))
@@ -185,7 +187,7 @@ class PlateOCR:
         rows = prep.split_rows(base)
         if rows is None:
             return
-        reads = self.reader.read(rows)
+        reads = self.strategy_reader.read(rows)
         text = "".join(r.text for r in reads)
         confs = [c for r in reads for c in r.char_confidences]
         conf = float(np.prod([r.confidence for r in reads])) ** (1.0 / len(reads)) if reads else 0.0

@@ -403,6 +403,24 @@ def test_combined_reader_asks_the_second_reader_only_where_the_first_is_unsure(u
     assert second.crops == 1  # unsure_below 1 (the default): every crop
 
 
+def test_second_reader_only_on_the_crop_itself(us, model):
+    """second_strategies false: the strategies' variants of an unsure crop (pad, clahe, denoise,
+    ...) are read by the first reader alone; the slow second reader reads the crop once."""
+    crop = np.random.default_rng(1).integers(0, 255, (40, 120, 3), dtype=np.uint8)
+    first = _Fixed(_read("ABC1234", [0.3] * 7))  # both unsure: never accepted
+    second = _Fixed(_read("ABC1234", [0.3] * 7, name="second"))
+    combined = CombinedReader(first, second, us, unsure_below=0.9)
+    PlateOCR(combined, us).read_crops([crop])
+    assert second.crops > 3 and first.crops == second.crops  # every variant read by both
+    first.crops = second.crops = 0
+    PlateOCR(combined, us, strategy_reader=first).read_crops([crop])
+    assert second.crops == 1 and first.crops > 3
+    with StageHarness(OcrStage, {"model": model, "reader": "both", "second_strategies": False}) as h:
+        assert h.stage.engine.strategy_reader is h.stage.reader.primary
+    with StageHarness(OcrStage, {"model": model, "reader": "both"}) as h:
+        assert h.stage.engine.strategy_reader is h.stage.reader
+
+
 # -- the stage ------------------------------------------------------------------------------------------------
 
 
