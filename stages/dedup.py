@@ -293,10 +293,13 @@ class DedupStage(Stage):
         """A tracked read takes in an open untracked passage with a similar text.
 
         A tracker confirms a track only after a few frames; the reads of those first frames come
-        without a track id and would otherwise end as a second passage of the same plate.
+        without a track id and would otherwise end as a second passage of the same plate. An open
+        untracked passage was seen within ``track_timeout_s`` on this camera, so one wrong
+        character is allowed whatever the length (``similarity`` 0.85 allows none below 7).
         """
         groups = [(text, p) for p in cam.passages.values() if p.key[0] == "u" and p.kept is None for text in p.texts()]
-        found = best_match(normalized, groups, self.params.similarity)
+        one_wrong = 1.0 - 1.0 / max(len(normalized), 1)
+        found = best_match(normalized, groups, min(self.params.similarity, one_wrong))
         if found is not None:
             self._merge(cam, found[0], key)
             self.ctx.count("untracked_adopted")

@@ -293,6 +293,22 @@ def test_reads_before_the_track_is_confirmed_join_the_track(driver):
     assert d.h.counters.get("untracked_adopted", 0) >= 1
 
 
+
+def test_early_reads_of_a_short_plate_with_one_wrong_character_join_the_track(driver):
+    """C39VJW of the long synthetic scene (cpu.yaml, seed 6): two reads of C39VJV before the
+    track was confirmed made a second event. Six characters with one wrong fall below
+    `similarity` (0.83 < 0.85), but an open untracked passage on the same camera is close in time."""
+    d = driver()
+    d.feed("cam1", T0, [plate("C39VJV", 0.98, track=None)])
+    d.feed("cam1", T0 + 0.1, [plate("C39VJV", 0.98, track=None)])
+    d.feed("cam1", T0 + 0.2, [plate("C3", 0.9, track=None)])  # a fragment: stays apart
+    for i in range(4):
+        d.feed("cam1", T0 + 0.3 + i * 0.1, [plate("C39VJW", 0.9, track=55)])
+    d.feed("cam1", T0 + 3)
+    assert [(e["plate"]["normalized_text"], e["reads"]) for e in d.events()] == [("C39VJW", 6)]
+    assert d.h.counters["untracked_adopted"] == 1
+
+
 def test_throttled_repeats_do_not_vote(driver):
     """The OCR stage repeats a throttled track's best read (skipped: throttled): not a new read."""
     d = driver()
