@@ -343,10 +343,10 @@ class DedupStage(Stage):
         plate_track = None if plate_track is None else int(plate_track)
         vehicle_track = None if vehicle_track is None else int(vehicle_track)
         confidence = float(plate.get("confidence") or 0.0)
-        usable = bool(normalized) and confidence >= p.min_confidence
-        if len(normalized) > p.max_length:
-            usable = False
+        too_long = len(normalized) > p.max_length
+        if too_long:
             self.ctx.count("reads_too_long")
+        usable = bool(normalized) and confidence >= p.min_confidence and not too_long
         if plate_track is None and vehicle_track is None and not usable:
             self.ctx.count("reads_low_confidence")
             return False  # an untracked read that cannot vote opens no group
@@ -365,7 +365,7 @@ class DedupStage(Stage):
             passage.plate_tracks.add(plate_track)
         if passage.kept is not None:
             return False  # its event went out at max_track_s: only last_seen moves now
-        if not usable and normalized and len(normalized) <= p.max_length and p.repeat_reads:
+        if not usable and normalized and not too_long and p.repeat_reads:
             # a short vanity plate the reader is unsure of, read the same in frame after frame
             passage.unsure[normalized] = passage.unsure.get(normalized, 0) + 1
             usable = passage.unsure[normalized] >= p.repeat_reads

@@ -144,13 +144,10 @@ def vote(reads: Sequence[Read], region_bonus: float = 2.0, region_min_share: flo
     for r in candidates:
         counts[r.normalized] = counts.get(r.normalized, 0) + 1
     longer = sorted((t for t, n in counts.items() if n >= 2), key=lambda t: (-len(t), -counts[t]))
-    backs: dict[int, str] = {}  # index in candidates -> the longer text that read backs
+    backs = [next((t for t in longer if _lost_from(r.normalized, t)), "") for r in candidates]  # "": none
     by_len: dict[int, float] = {}
     best_single: dict[int, float] = {}
-    for i, r in enumerate(candidates):
-        target = next((t for t in longer if _lost_from(r.normalized, t)), None)
-        if target is not None:
-            backs[i] = target
+    for r, target in zip(candidates, backs):
         n = len(target or r.normalized)
         by_len[n] = by_len.get(n, 0.0) + weight(r)
         best_single[n] = max(best_single.get(n, 0.0), weight(r))
@@ -160,7 +157,7 @@ def vote(reads: Sequence[Read], region_bonus: float = 2.0, region_min_share: flo
     # positions it covers (with the characters of the text it backs)
     same = [r for r in candidates if len(r.normalized) == length]
     voters = [(r, list(r.normalized)) for r in same] + [
-        (r, _aligned(r.normalized, backs[i])) for i, r in enumerate(candidates) if len(backs.get(i, "")) == length]
+        (r, _aligned(r.normalized, target)) for r, target in zip(candidates, backs) if len(target) == length]
     len_total = sum(weight(r) for r in same)
 
     chars: list[str] = []

@@ -185,11 +185,11 @@ class OcrStage(Stage):
         self.regions = regions
         self.reader = build_reader(p, regions)
         # second_strategies false: the first reader alone reads the strategies' variants
-        first_only = self.reader.primary if isinstance(self.reader, CombinedReader) and not p.second_strategies else None
+        variants_reader = self.reader.primary if isinstance(self.reader, CombinedReader) and not p.second_strategies else None
         self.engine = PlateOCR(self.reader, regions, region_mode=p.region_mode, margin=p.margin,
                                accept_confidence=p.accept_confidence, max_correction_cost=p.max_correction_cost,
                                strategies=p.strategies, upscale_below=p.upscale_below,
-                               strategy_reader=first_only)
+                               strategy_reader=variants_reader)
         self.tracks: dict[tuple[str, int], _Track] = {}
         self.log.info("ocr.plate: reader %s, %d regions, mode %s", self.reader.name,
                       len(regions) if regions else 0, p.region_mode)
