@@ -35,6 +35,7 @@ import numpy as np
 
 from .det_yolo import YoloDetectorBase, parse_names_imgsz, _hw
 from .det_base import parse_names
+from .onnx_float import model_bytes
 
 log = logging.getLogger("alpr_topo.detect.tensorrt")
 
@@ -157,7 +158,9 @@ def build_engine(onnx_path: str | os.PathLike[str], engine: str | os.PathLike[st
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
+    # TensorRT has no importer for the ConvInteger of dynamically quantised models: parse their
+    # float32 graph (FP16 engines are built from it where the GPU has fast FP16)
+    if not parser.parse(model_bytes(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT could not parse {onnx_path.name}: {errors}")
     config = builder.create_builder_config()

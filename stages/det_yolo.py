@@ -29,6 +29,7 @@ import numpy as np
 
 from .det_base import (COCO_NAMES, Detection, Detector, Letterbox, default_threads, letterbox, nms,
                        parse_names, plate_label, vehicle_label)
+from .onnx_float import model_bytes
 
 log = logging.getLogger("alpr_topo.detect.yolo")
 
@@ -142,15 +143,17 @@ def provider_options(provider: str, model: str) -> dict[str, Any]:
 
 
 def make_session(model: str | os.PathLike[str], providers: str | Sequence[str] | None = "auto",
-                 threads: int | None = None) -> Any:
-    """An ``onnxruntime.InferenceSession`` with :func:`session_options` and resolved providers."""
+                 threads: int | None = None, dequantize: bool = False) -> Any:
+    """An ``onnxruntime.InferenceSession`` with :func:`session_options` and resolved providers.
+    ``dequantize``: a dynamically quantised model runs as its float32 graph (:mod:`.onnx_float`)."""
     import onnxruntime as ort
 
     model = str(model)
     chosen = resolve_providers(providers, what=Path(model).name)
     opts = [provider_options(p, model) for p in chosen]
+    graph: str | bytes = model_bytes(model) if dequantize else model
     try:
-        return ort.InferenceSession(model, sess_options=session_options(threads), providers=chosen,
+        return ort.InferenceSession(graph, sess_options=session_options(threads), providers=chosen,
                                     provider_options=opts)
     except Exception as exc:
         if chosen == [CPU]:
@@ -158,7 +161,7 @@ def make_session(model: str | os.PathLike[str], providers: str | Sequence[str] |
         # a GPU provider listed by the build can still fail to start (driver, libraries)
         log.warning("could not start %s on %s (%s); running it on the CPU", Path(model).name,
                     ", ".join(chosen), str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        return ort.InferenceSession(model, sess_options=session_options(threads), providers=[CPU])
+        return ort.InferenceSession(graph, sess_options=session_options(threads), providers=[CPU])
 
 
 # -- decoding ---------------------------------------------------------------------------------
@@ -423,9 +426,9 @@ class YoloOnnxDetector(YoloDetectorBase):
     """A YOLO ``.onnx`` run by ONNX Runtime (CPU, CUDA or TensorRT execution provider)."""
 
     def __init__(self, model: str, *, providers: str | Sequence[str] = "auto", threads: int | None = None,
-                 input_size: int | Sequence[int] | None = None, **kw: Any) -> None:
+                 input_size: int | Sequence[int] | None = None, dequantize: bool = True, **kw: Any) -> None:
         super().__init__(model, **kw)
-        self.session = make_session(self.model, providers=providers, threads=threads)
+        self.session = make_session(self.model, providers=providers, threads=threads, dequantize=dequantize)
         self.providers = self.session.get_providers()
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name

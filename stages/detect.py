@@ -99,6 +99,9 @@ class YoloParams(ModelParams):
     providers: str | list[str] = Field("auto", description="ONNX Runtime execution providers: auto (TensorRT, CUDA, CPU "
                                                           "as available), or names such as cuda, cpu")
     threads: int | None = Field(None, ge=1, le=64, description="CPU intra-op threads (default: physical cores, at most 4)")
+    dequantize: bool = Field(True, description="run a dynamically quantised (int8 ConvInteger) model as float32: "
+                                               "onnxruntime has no fast kernel for it and TensorRT cannot parse it "
+                                               "(docs/detect.md); false runs the int8 graph")
     max_det: int = Field(100, ge=1, description="at most this many detections per frame")
     engine: str | None = Field(None, description="TensorRT engine file (default: built beside the model, named by GPU and TensorRT version)")
     fp16: bool = Field(True, description="TensorRT: build FP16 engines where the GPU has fast FP16")
@@ -224,6 +227,7 @@ def make_yolo_detector(p: YoloParams, logger: logging.Logger | None = None) -> D
     from .det_yolo import YoloOnnxDetector
 
     return YoloOnnxDetector(p.model, providers=p.providers, threads=p.threads, input_size=p.input_size, iou=p.iou,
+                            dequantize=p.dequantize,
                             layout=p.layout, max_det=p.max_det, **common)
 
 

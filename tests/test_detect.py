@@ -1,9 +1,9 @@
 """Detection: letterbox math, YOLO decoders (raw and end-to-end), the embedded PP-OCR plate
 detector, motion, plate-vehicle association, provider and TensorRT fallbacks, model-file checks.
 
-The raw-output decoder is tested with a small ONNX graph built here, byte by byte (the ``onnx``
-package is not a dependency): it ignores the image and emits a crafted ``[B, 84, N]`` tensor,
-so NMS, class filtering and the letterbox mapping are checked against known answers.
+The raw-output decoder is tested with a small ONNX graph written here byte by byte: it ignores
+the image and emits a crafted ``[B, 84, N]`` tensor, so NMS, class filtering and the letterbox
+mapping are checked against known answers.
 Tests needing the shared models or photos (``../shared``) skip with the reason when absent.
 """
 
