@@ -46,7 +46,9 @@ PACE_DECAY = 0.95  # per envelope: the camera's pace is measured over its last ~
 
 
 class DedupParams(StageParams):
-    min_reads: int = Field(2, ge=1, description="reads (at or above min_confidence) a passage needs for an event; fewer: dropped and counted as tracks_dropped")
+    min_reads: int = Field(2, ge=1, description="reads (at or above min_confidence) a passage needs for an event, and reads that back "
+                                                "its voted text (at most one character off, or a cut-off part of it); fewer: dropped and "
+                                                "counted as tracks_dropped or tracks_unconfirmed")
     min_length: int = Field(3, ge=1, description="a voted text shorter than this makes no event (counted as fragments_dropped): "
                                                  "what a reader makes of a plate cut by the frame's edge; 2 or 1 for very short vanity plates")
     max_length: int = Field(10, ge=1, description="reads longer than this do not vote (counted as reads_too_long): no plate format is "
@@ -499,6 +501,10 @@ class DedupStage(Stage):
         if result is None:
             self.ctx.count("tracks_dropped")
             return []
+        if result.support < p.min_reads and not p.emit_partial:
+            # reads that each saw a different part of a plate never whole in view
+            self.ctx.count("tracks_unconfirmed")
+            return []
         if len(result.normalized) < p.min_length:
             self.ctx.count("fragments_dropped")
             return []
@@ -581,7 +587,7 @@ class DedupStage(Stage):
         extras.update(reader=best.reader, frame_id=str(best.read.frame_id), finished=reason)
         if not result.exact:
             extras["vote"] = "composite"
-        if len(passage.reads) < p.min_reads:
+        if len(passage.reads) < p.min_reads or result.support < p.min_reads:
             extras["partial"] = "true"
         if passage.key[0] == "v" and passage.plate_tracks:
             extras["plate_track_ids"] = ",".join(str(t) for t in sorted(passage.plate_tracks))

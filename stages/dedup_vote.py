@@ -17,7 +17,8 @@ try:  # rapidfuzz is a dependency; the fallback only keeps imports working witho
 except ModuleNotFoundError:  # pragma: no cover - exercised only where rapidfuzz is missing
     _Lev = None
 
-__all__ = ["Read", "Vote", "quality_score", "vote", "similarity", "best_match", "substring_distance", "truncation_of"]
+__all__ = ["Read", "Vote", "quality_score", "vote", "similarity", "best_match", "substring_distance", "supports",
+           "truncation_of"]
 
 T = TypeVar("T")
 
@@ -56,6 +57,7 @@ class Vote:
     agreement: float  # weakest per-character share of the winning characters (1 = unanimous)
     length_share: float  # weight share of reads with the winning length
     exact: bool  # some read has exactly the voted text (False: per-character composite)
+    support: int = 0  # reads that speak for the voted text (see :func:`supports`)
 
 
 def quality_score(quality: Mapping[str, Any] | None, ref_width: float = 120.0, ref_sharpness: float = 500.0) -> float:
@@ -200,7 +202,17 @@ def vote(reads: Sequence[Read], region_bonus: float = 2.0, region_min_share: flo
         agreement=round(agreement, 4),
         length_share=round(length_share, 4),
         exact=bool(exact),
+        support=sum(1 for r in reads if supports(r.normalized, normalized)),
     )
+
+
+def supports(read: str, text: str) -> bool:
+    """Whether a read of ``read`` speaks for ``text``: at most one character different (wrong,
+    lost or extra), or a cut-off part of it (:func:`truncation_of`), or a doubled letter of it
+    read once. Reads of a plate that was never whole in view (a passer-by or another vehicle in
+    front of it) rarely back each other like this: each shows a different part."""
+    return similarity(read, text) >= 1.0 - 1.0 / max(len(read), len(text), 1) \
+        or truncation_of(read, text) or _lost_from(read, text)
 
 
 def _aligned(short: str, long: str) -> list[str]:

@@ -409,6 +409,21 @@ def test_reads_longer_than_any_plate_do_not_vote(driver):
     assert d.h.counters["tracks_dropped"] == 1  # NEWJERSEY alone: one read, below min_reads
 
 
+def test_reads_that_do_not_back_each_other_make_no_event(driver):
+    """Seed 6 of the long synthetic scene (cpu-models.yaml): a plate seen only past another
+    vehicle, each read a different part of it. One read fit a Dutch format once corrected
+    (64IM55) and outvoted the others, which do not back it: no event. Reads with one different
+    wrong character each still back their composite."""
+    d = driver()
+    d.feed("cam1", T0, [plate("1AM5", conf=0.7, track=2, region=None)])
+    d.feed("cam1", T0 + 0.1, [plate("64IM55", conf=0.54, track=2, region="eu-nl")])
+    d.feed("cam1", T0 + 0.2, [plate("1AM5", conf=0.7, track=2, region=None)])
+    passage(d, "cam1", T0 + 0.5, ["7ABX123", "7ABC12B", "8ABC123"], track=3)
+    d.feed("cam1", T0 + 5)
+    assert [e["plate"]["normalized_text"] for e in d.events()] == ["7ABC123"]
+    assert d.h.counters["tracks_unconfirmed"] == 1
+
+
 def test_emit_partial(driver):
     d = driver(min_reads=2, emit_partial=True)
     d.feed("cam1", T0, [plate("7ABC123", conf=0.8)])
@@ -416,6 +431,11 @@ def test_emit_partial(driver):
     (ev,) = d.events()
     assert ev["extras"]["partial"] == "true" and ev["reads"] == 1
     events.validate(ev)
+    d.feed("cam1", T0 + 10, [plate("1AM5", conf=0.7, track=2, region=None)])
+    d.feed("cam1", T0 + 10.1, [plate("64IM55", conf=0.54, track=2, region="eu-nl")])
+    d.feed("cam1", T0 + 13)
+    unconfirmed = d.events()[1]
+    assert unconfirmed["plate"]["normalized_text"] == "64IM55" and unconfirmed["extras"]["partial"] == "true"
 
 
 # -- duplicates -----------------------------------------------------------------------------------
