@@ -8,9 +8,8 @@ text against the configured regions (:mod:`alpr_topo.stages.regions`) and append
 plate to ``env.plates`` (see docs/ocr.md for every key).
 
 Tracked plates (``track_id`` set by a tracker upstream) are throttled: a track is read again only
-while its last two reads differ, when a clearly better crop arrives (larger or sharper by
-``reread_gain``, or wider by ``reread_wider``) or every ``reread_every_s`` seconds of capture
-time; in between, its best read so far is repeated with
+when a clearly better crop arrives (larger or sharper by ``reread_gain``) or every
+``reread_every_s`` seconds of capture time; in between, its best read so far is repeated with
 ``"skipped": "throttled"``. The stage keeps each track's best shot (sharpness, size, tilt and
 read confidence). This state lives in the process: with ``replicas > 1`` each replica throttles
 the tracks it sees (envelopes of one camera may go to different replicas, so a track may be read
@@ -85,9 +84,6 @@ class OcrParams(StageParams):
     reread_wider: float = Field(0.1, ge=0, description="a box this fraction wider for its height than every read box of "
                                                        "its track is read again: more of the plate came into view (a "
                                                        "passer-by stepped away, the plate left the frame's edge)")
-    reread_unsettled: bool = Field(True, description="read a track's next crop as well while its last two reads differ: "
-                                                     "the reader has not settled on a text (a plate coming into view, a "
-                                                     "misread such as 7N as V), so one more read is worth its time")
     max_reads_per_track: int = Field(0, ge=0, description="stop reading a track after this many reads (0: no limit)")
     report_throttled: bool = Field(True, description="repeat a throttled track's best read with skipped: throttled")
     track_max_age: int = Field(300, ge=1, description="forget a track not seen for this many frames of its camera")
@@ -172,8 +168,6 @@ class _Track:
     best: dict[str, Any] | None = None  # the plate dict of the best read
     best_score: float = -1.0  # shot score x confidence of ``best``
     widest: float = 0.0  # the largest width / height of a whole (not cut) box read so far
-    last_text: str | None = None  # the text of the last read ("" when it read nothing)
-    settled: bool = False  # its last two reads agreed
 
 
 class OcrStage(Stage):
@@ -209,8 +203,6 @@ class OcrStage(Stage):
         if p.max_reads_per_track and st.reads >= p.max_reads_per_track:
             return False
         if captured_at - st.last_read_at >= p.reread_every_s:
-            return True
-        if p.reread_unsettled and not st.settled:
             return True
         return shot > st.best_shot * (1.0 + p.reread_gain) or aspect > st.widest * (1.0 + p.reread_wider)
 
@@ -276,9 +268,6 @@ class OcrStage(Stage):
             st.reads += 1
             if not quality.get("cut"):  # a box cut by the frame's edge looks wider than its plate
                 st.widest = max(st.widest, box_aspect(det["box"]))
-            text = res.normalized if res.confidence >= p.min_confidence else ""
-            st.settled = text == st.last_text
-            st.last_text = text
         if not res.normalized or res.confidence < p.min_confidence:
             self.ctx.count("plates_low_confidence" if res.normalized or p.region_mode != "require" else "plates_no_region")
             return

@@ -495,8 +495,7 @@ def test_stage_throttles_tracks_and_keeps_the_best_shot(truth, model):
     name, image, box, plate = next(t for t in truth if t[3] == "EMR7094")  # a 128 px high plate
     small = cv2.resize(image, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
     small_box = [v * 0.25 for v in box]
-    # reread_unsettled (the next test) off: a track's reads here would agree anyway
-    params = {"model": model, "regions": ["us"], "reread_every_s": 0.5, "reread_gain": 0.2, "reread_unsettled": False}
+    params = {"model": model, "regions": ["us"], "reread_every_s": 0.5, "reread_gain": 0.2}
     with StageHarness(OcrStage, params) as h:
         def run(img, b, fid, tid=7):  # a 10 fps camera
             env = h.frame_envelope(img, camera_id="cam", frame_id=fid, captured_at=1000.0 + fid / 10,
@@ -528,34 +527,6 @@ def test_stage_throttles_tracks_and_keeps_the_best_shot(truth, model):
         assert h.process(h.frame_envelope(small, frame_id=1, detections=[_det(small_box, 1)]))[0].plates == []
 
 
-def test_stage_reads_a_track_until_two_reads_agree(truth, model):
-    """Seed 4 of the long synthetic scene (cpu-models.yaml): 7NND019 was read VND019, then
-    NND019, and its only whole views after that were throttled (no larger, no sharper). While a
-    track's last two reads differ, its next crop is read too; once two agree it is throttled."""
-    name, image, box, plate = next(t for t in truth if t[3] == "EMR7094")
-    x1, y1, x2, y2 = box
-    edge = x1 + 0.35 * (x2 - x1)
-    hidden = image.copy()
-    hidden[:, : int(edge)] = 90  # a passer-by
-    views = [(image, box), (hidden, [edge, y1, x2, y2]), (image, box), (image, box), (image, box)]
-
-    def skipped(**params):
-        with StageHarness(OcrStage, {"model": model, "regions": ["us"], **params}) as h:
-            out = []
-            for fid, (img, b) in enumerate(views):
-                env = h.frame_envelope(img, camera_id="cam", frame_id=fid, captured_at=1000.0 + fid / 10,
-                                       detections=[_det(b, 7, 2)])
-                out += h.process(env)[0].plates
-            assert out[0]["normalized"] == plate
-            return [p.get("skipped") for p in out], [p["normalized"] for p in out]
-
-    flags, texts = skipped()
-    assert flags == [None, None, None, None, "throttled"]
-    assert texts[1] != plate and texts[2:4] == [plate] * 2  # part, whole, whole (they agree), then throttled
-    flags, _ = skipped(reread_unsettled=False)
-    assert flags == [None] + ["throttled"] * 4
-
-
 def test_stage_reads_a_track_again_when_more_of_its_plate_comes_into_view(truth, model):
     """A passer-by hides the left third of the plate, then steps away: the whole plate's box is
     wider for its height, so it is read again at once, though its shot score is no better."""
@@ -567,8 +538,7 @@ def test_stage_reads_a_track_again_when_more_of_its_plate_comes_into_view(truth,
     visible = [edge, y1, x2, y2]
 
     def reads(**params):
-        # reread_unsettled off: the part and the whole read differ, which would read the third crop too
-        with StageHarness(OcrStage, {"model": model, "regions": ["us"], "reread_unsettled": False, **params}) as h:
+        with StageHarness(OcrStage, {"model": model, "regions": ["us"], **params}) as h:
             out = []
             for fid, (img, b) in enumerate([(hidden, visible), (image, box), (image, box)]):
                 env = h.frame_envelope(img, camera_id="cam", frame_id=fid, captured_at=1000.0 + fid / 10,
