@@ -46,8 +46,8 @@ PACE_DECAY = 0.95  # per envelope: the camera's pace is measured over its last ~
 
 
 class DedupParams(StageParams):
-    min_reads: int = Field(2, ge=1, description="reads (at or above min_confidence) a passage needs for an event, and reads that back "
-                                                "its voted text (at most one character off, or a cut-off part of it); fewer: dropped and "
+    min_reads: int = Field(2, ge=1, description="reads (at or above min_confidence) a passage needs for an event, and reads that speak "
+                                                "for its voted text (at most one character off, or a cut-off part of it); fewer: dropped and "
                                                 "counted as tracks_dropped or tracks_unconfirmed")
     min_length: int = Field(3, ge=1, description="a voted text shorter than this makes no event (counted as fragments_dropped): "
                                                  "what a reader makes of a plate cut by the frame's edge; 2 or 1 for very short vanity plates")
