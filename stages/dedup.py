@@ -33,7 +33,7 @@ from ..core.framepool import StaleFrame
 from ..core.stage import Stage, StageParams
 from . import events
 from .det_base import box_aspect
-from .dedup_vote import Read, Vote, best_match, quality_score, similarity, truncation_of, vote
+from .dedup_vote import Read, Vote, best_match, one_wrong, quality_score, similarity, truncation_of, vote
 
 __all__ = ["DedupParams", "DedupStage", "STAGE_TYPES"]
 
@@ -300,8 +300,7 @@ class DedupStage(Stage):
         character is allowed whatever the length (``similarity`` 0.85 allows none below 7).
         """
         groups = [(text, p) for p in cam.passages.values() if p.key[0] == "u" and p.kept is None for text in p.texts()]
-        one_wrong = 1.0 - 1.0 / max(len(normalized), 1)
-        found = best_match(normalized, groups, min(self.params.similarity, one_wrong))
+        found = best_match(normalized, groups, min(self.params.similarity, one_wrong(len(normalized))))
         if found is not None:
             self._merge(cam, found[0], key)
             self.ctx.count("untracked_adopted")
@@ -587,7 +586,7 @@ class DedupStage(Stage):
         extras.update(reader=best.reader, frame_id=str(best.read.frame_id), finished=reason)
         if not result.exact:
             extras["vote"] = "composite"
-        if len(passage.reads) < p.min_reads or result.support < p.min_reads:
+        if result.support < p.min_reads:  # never more than the passage's reads
             extras["partial"] = "true"
         if passage.key[0] == "v" and passage.plate_tracks:
             extras["plate_track_ids"] = ",".join(str(t) for t in sorted(passage.plate_tracks))

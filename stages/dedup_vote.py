@@ -17,8 +17,8 @@ try:  # rapidfuzz is a dependency; the fallback only keeps imports working witho
 except ModuleNotFoundError:  # pragma: no cover - exercised only where rapidfuzz is missing
     _Lev = None
 
-__all__ = ["Read", "Vote", "quality_score", "vote", "similarity", "best_match", "substring_distance", "supports",
-           "truncation_of"]
+__all__ = ["Read", "Vote", "quality_score", "vote", "similarity", "one_wrong", "best_match", "substring_distance",
+           "supports", "truncation_of"]
 
 T = TypeVar("T")
 
@@ -211,7 +211,7 @@ def supports(read: str, text: str) -> bool:
     lost or extra), or a cut-off part of it (:func:`truncation_of`), or a doubled letter of it
     read once. Reads of a plate that was never whole in view (a passer-by or another vehicle in
     front of it) rarely back each other like this: each shows a different part."""
-    return similarity(read, text) >= 1.0 - 1.0 / max(len(read), len(text), 1) \
+    return similarity(read, text) >= one_wrong(max(len(read), len(text))) \
         or truncation_of(read, text) or _lost_from(read, text)
 
 
@@ -251,6 +251,11 @@ def similarity(a: str, b: str) -> float:
             cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
         prev = cur
     return 1.0 - prev[-1] / max(len(a), len(b))
+
+
+def one_wrong(length: int) -> float:
+    """The :func:`similarity` of two texts of ``length`` characters one character apart."""
+    return 1.0 - 1.0 / max(length, 1)
 
 
 def best_match(text: str, candidates: Iterable[tuple[str, T]], threshold: float) -> tuple[T, float] | None:

@@ -29,7 +29,7 @@ import numpy as np
 
 from .det_base import (COCO_NAMES, Detection, Detector, Letterbox, default_threads, letterbox, nms,
                        parse_names, plate_label, vehicle_label)
-from .onnx_float import model_bytes
+from .onnx_float import expanded
 
 log = logging.getLogger("alpr_topo.detect.yolo")
 
@@ -151,7 +151,7 @@ def make_session(model: str | os.PathLike[str], providers: str | Sequence[str] |
     model = str(model)
     chosen = resolve_providers(providers, what=Path(model).name)
     opts = [provider_options(p, model) for p in chosen]
-    graph: str | bytes = model_bytes(model) if dequantize else model
+    graph: str | bytes = (expanded(model) if dequantize else None) or model
     try:
         return ort.InferenceSession(graph, sess_options=session_options(threads), providers=chosen,
                                     provider_options=opts)

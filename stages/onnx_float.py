@@ -4,8 +4,8 @@
 activation at run time (``DynamicQuantizeLinear`` → ``ConvInteger`` → ``Cast`` → ``Mul`` by the
 scales). That suits transformers on CPUs with VNNI; for a convolutional detector it is slower
 than float: onnxruntime has no fused kernel for ``ConvInteger``, and each layer pays for
-quantising its input. The YOLOv9-t plate detector of ``../shared/models`` runs 1.8x faster as
-float32 on a 2-core AVX2 machine (docs/benchmarks.md), with the same boxes to within a pixel.
+quantising its input. The YOLOv9-t plate detector of ``../shared/models`` runs 1.3-1.5x faster as
+float32 on a 2-core AVX2 machine (docs/detect.md), with the same boxes to within a pixel or two.
 TensorRT cannot parse ``ConvInteger`` at all. So the int8 weights are expanded
 (``(w - zero_point) * scale``) into float32 ``Conv``/``MatMul`` nodes that read the float input
 directly; the file on disk stays as it is.
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["float_graph", "model_bytes"]
+__all__ = ["expanded", "float_graph", "model_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +28,22 @@ INTEGER_OPS = {"ConvInteger": "Conv", "MatMulInteger": "MatMul"}
 
 def model_bytes(path: str | os.PathLike[str]) -> bytes:
     """The model to load: its float32 graph when ``path`` is dynamically quantised, else the file."""
-    try:
-        converted = float_graph(path)
-    except Exception as exc:  # an unexpected graph: run it as it is, slower
-        log.warning("%s: could not expand its int8 weights to float32 (%s); running the quantised graph",
-                    os.path.basename(str(path)), exc)
-        converted = None
+    converted = expanded(path)
     if converted is None:
         with open(path, "rb") as f:
             return f.read()
     return converted
+
+
+def expanded(path: str | os.PathLike[str]) -> bytes | None:
+    """:func:`float_graph`, or None with a warning where the file cannot be expanded (it then
+    runs as it is, slower)."""
+    try:
+        return float_graph(path)
+    except Exception as exc:
+        log.warning("%s: could not expand its int8 weights to float32 (%s); running the quantised graph",
+                    os.path.basename(str(path)), exc)
+        return None
 
 
 def float_graph(path: str | os.PathLike[str]) -> bytes | None:
