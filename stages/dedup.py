@@ -58,6 +58,9 @@ class DedupParams(StageParams):
                                                    "(the reader is unsure of short vanity plates but reads them the same frame after frame); 0: never")
     emit_partial: bool = Field(False, description="also emit passages with fewer than min_reads reads (at least one), marked extras.partial = 'true'")
     track_timeout_s: float = Field(1.5, gt=0, description="a passage ends when its track was not seen for this long (capture time; wall clock while the camera is quiet)")
+    continuation_s: float = Field(1.5, ge=0, description="a passage that times out while a later passage of its camera is open (begun at most track_timeout_s "
+                                                         "after it was last seen) waits up to this long for that one to read a text its own is a "
+                                                         "cut-off part of (a plate hidden for a moment by a passing vehicle); 0: never waits")
     max_track_s: float = Field(30.0, gt=0, description="a passage open this long emits its event anyway; later sightings only move its last_seen (update, reason 'continued')")
     similarity: float = Field(0.85, gt=0, le=1, description="normalized Levenshtein similarity from which two plate texts are the same plate (duplicates, untracked reads)")
     window_s: float = Field(60.0, ge=0, description="a passage within this many seconds of a kept event with a similar text is a duplicate of it; 0 turns duplicate suppression off")
@@ -133,8 +136,19 @@ class Kept:
 
 
 @dataclass
+class Held:
+    """A passage that ended while a later one of its camera was open: its event waits (until
+    ``until``, capture time) in case that one turns out to be the same plate read whole."""
+
+    passage: Passage
+    result: Vote
+    until: float
+
+
+@dataclass
 class Camera:
     passages: dict[Key, Passage] = field(default_factory=dict)
+    held: list[Held] = field(default_factory=list)
     links: dict[int, Key] = field(default_factory=dict)  # plate track -> vehicle passage key
     groups: int = 0  # untracked group numbers
     sent: int = 0  # envelopes sent for this camera: their frame_id (see _next_id)
@@ -234,6 +248,7 @@ class DedupStage(Stage):
         for cam in self.cameras.values():
             for passage in sorted(cam.passages.values(), key=lambda p: p.started):
                 outs += self._finish(cam, passage, "drain")
+            outs += self._release(cam, None)
         return outs or None
 
     # -- collecting --------------------------------------------------------------------------------
@@ -474,7 +489,7 @@ class DedupStage(Stage):
                 outs += self._finish(cam, passage, "timeout")
             elif passage.kept is None and now - passage.started >= p.max_track_s:
                 outs += self._finish(cam, passage, "max_track")
-        return outs
+        return outs + self._release(cam, now)
 
     def _site(self, camera_id: str) -> str:
         return self.params.camera_sites.get(camera_id, self.params.site)
@@ -509,6 +524,15 @@ class DedupStage(Stage):
             return []
         if reason != "max_track" and self._absorb_truncated(cam, passage, result.normalized):
             return []
+        if reason == "timeout" and p.continuation_s > 0 and self._continued(cam, passage):
+            cam.held.append(Held(passage, result, passage.seen + p.track_timeout_s + p.continuation_s))
+            self.ctx.count("passages_held")
+            return []
+        return [self._send(passage, result, reason)]
+
+    def _send(self, passage: Passage, result: Vote, reason: str) -> Envelope:
+        """The passage's event, or an update of the kept event it duplicates."""
+        p = self.params
         self._prune()
         site = self._site(passage.camera_id)
         first = passage.first_read
@@ -531,14 +555,35 @@ class DedupStage(Stage):
             passage.reads.clear()
             passage.best_text.clear()
             passage.vehicle_crop = passage.frame_copy = None
-        return [out]
+        return out
+
+    def _continued(self, cam: Camera, passage: Passage) -> bool:
+        """Whether an open passage of the camera began after ``passage`` and at most
+        ``track_timeout_s`` after it was last seen: the same plate, hidden for a moment by a
+        passing vehicle, comes back as a new track, read from its first characters again."""
+        gap = self.params.track_timeout_s
+        return any(other is not passage and other.kept is None and passage.started < other.started <= passage.seen + gap
+                   for other in cam.passages.values())
+
+    def _release(self, cam: Camera, now: float | None) -> list[Envelope]:
+        """Held passages go out once their wait is over or no passage that could continue them
+        is open any more (``now`` None: all of them, the stage drains). One whose text became a
+        cut-off part of a continuation's text sends nothing."""
+        outs: list[Envelope] = []
+        for held in list(cam.held):
+            if now is not None and now < held.until and self._continued(cam, held.passage):
+                continue
+            cam.held.remove(held)
+            if not self._absorb_truncated(cam, held.passage, held.result.normalized):
+                outs.append(self._send(held.passage, held.result, "timeout"))
+        return outs
 
     def _absorb_truncated(self, cam: Camera, passage: Passage, text: str) -> bool:
         """A passage whose text is a cut-off part of the text of a passage of the same camera
         still open beside it (a plate read while entering the view, before the tracker caught
         it) is part of that one: it sends nothing, its time span joins the other passage."""
         gap = self.params.track_timeout_s
-        for other in cam.passages.values():
+        for other in [*cam.passages.values(), *(held.passage for held in cam.held)]:
             if other is passage or other.kept is not None or not other.reads:
                 continue
             if other.seen < passage.first_read - gap or other.first_read > passage.seen + gap:

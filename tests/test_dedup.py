@@ -703,9 +703,10 @@ def test_read_of_a_plate_entering_the_view_joins_the_passage_beside_it(driver):
 
 
 def test_read_of_a_plate_leaving_the_view_updates_its_event(driver):
-    """The whole plate's passage ended; a cut read of it leaving the view right after is an
-    update of that event, not an event of its own. Much later the same part is a new event."""
-    d = driver(track_timeout_s=1.5)
+    """The whole plate's passage ended (and did not wait for later passages: continuation_s 0);
+    a cut read of it leaving the view right after is an update of that event, not an event of
+    its own. Much later the same part is a new event."""
+    d = driver(track_timeout_s=1.5, continuation_s=0)
     passage(d, "cam1", T0, ["5SHR782"] * 4, track=2)
     d.feed("cam1", T0 + 1.0, [plate("5SHR", track=3, region=None)])
     d.feed("cam1", T0 + 1.2, [plate("5SHR", track=3, region=None)])
@@ -717,3 +718,60 @@ def test_read_of_a_plate_leaving_the_view_updates_its_event(driver):
     passage(d, "cam1", T0 + 30, ["5SHR"] * 2, track=5, region=None)
     d.feed("cam1", T0 + 40)
     assert [e["plate"]["normalized_text"] for e in d.events()] == ["5SHR782", "5SHR"]
+
+
+def frames(d: Driver, camera: str, start: float, reads: list[tuple[str, int] | None], step: float = 0.1) -> float:
+    """One frame per item: a read of (text, plate track), or None for a frame without reads."""
+    t = start
+    for i, read in enumerate(reads):
+        t = start + i * step
+        d.feed(camera, t, [plate(read[0], track=read[1], region=None)] if read else [])
+    return t
+
+
+HIDDEN_PLATE = [("FRZ1", 2)] * 6 + [None] * 12 + [("510", 3)] * 2 + [("1510", 3)] * 3 + [("Z1510", 3)] * 3 \
+    + [("RZ1510", 3)] + [("FRZ1510", 3)] * 3 + [("1510", 3)] * 4
+
+
+@pytest.mark.parametrize("continuation_s", [1.5, 0.0])
+def test_plate_hidden_by_a_passing_vehicle_waits_for_its_continuation(driver, continuation_s):
+    """Seed 8 of the long synthetic scene: a plate entered at the frame's left edge and was read
+    FRZ1, then a passing vehicle hid it for over a second; a new track read it again from 510 to
+    FRZ1510 as it came out. When FRZ1's passage timed out the new one had read only 510..Z1510.
+    Waiting for the new passage makes one event; without the wait FRZ1 went out on its own."""
+    d = driver(track_timeout_s=1.5, continuation_s=continuation_s)
+    last = frames(d, "cam1", T0, HIDDEN_PLATE)
+    frames(d, "cam1", last + 0.1, [None] * 40)
+    texts = [e["plate"]["normalized_text"] for e in d.events()]
+    if continuation_s:
+        assert texts == ["FRZ1510"] and d.updates() == []
+        assert d.events()[0]["first_seen"] == events.to_millis(T0)  # FRZ1's reads began the passage
+        assert d.h.counters["passages_held"] == 1 and d.h.counters["truncated_absorbed"] == 1
+    else:
+        assert texts == ["FRZ1", "FRZ1510"] and d.h.counters.get("passages_held", 0) == 0
+
+
+def test_held_passage_goes_out_when_the_later_one_is_another_plate(driver):
+    """The wait ends as soon as the later passage ends with another plate (the held event goes
+    out right after that one's), or after continuation_s at the latest; flush sends held ones."""
+    d = driver(track_timeout_s=1.5, continuation_s=1.5)
+    frames(d, "cam1", T0, [("7ABC123", 2)] * 5 + [("5XYZ789", 3)] * 5)
+    # 7ABC123 times out at T0+1.9 while 5XYZ789 (begun T0+0.5) is open: it waits
+    assert frames(d, "cam1", T0 + 1.0, [None] * 14) == pytest.approx(T0 + 2.3) and d.events() == []
+    assert d.h.counters["passages_held"] == 1
+    d.feed("cam1", T0 + 2.4)  # 5XYZ789 ends: the wait is over
+    assert [e["plate"]["normalized_text"] for e in d.events()] == ["5XYZ789", "7ABC123"]
+
+    d = driver(track_timeout_s=1.5, continuation_s=0.5)
+    frames(d, "cam1", T0, [("7ABC123", 2)] * 5 + [("5XYZ789", 3)] * 19)
+    assert d.events() == []  # T0+2.3: held since T0+1.9, until T0+2.4
+    d.feed("cam1", T0 + 2.4, [plate("5XYZ789", track=3)])
+    assert [e["plate"]["normalized_text"] for e in d.events()] == ["7ABC123"]
+    d.flush()
+    assert [e["plate"]["normalized_text"] for e in d.events()] == ["7ABC123", "5XYZ789"]
+
+    d = driver(track_timeout_s=1.5, continuation_s=5)
+    frames(d, "cam1", T0, [("7ABC123", 2)] * 5 + [("5XYZ789", 3)] * 30)
+    assert d.events() == [] and d.h.counters["passages_held"] == 1
+    d.flush()
+    assert [e["plate"]["normalized_text"] for e in d.events()] == ["5XYZ789", "7ABC123"]
