@@ -33,7 +33,7 @@ from ..core.framepool import StaleFrame
 from ..core.stage import Stage, StageParams
 from . import events
 from .det_base import box_aspect
-from .dedup_vote import Read, Vote, best_match, one_wrong, quality_score, similarity, truncation_of, vote
+from .dedup_vote import Read, Vote, best_match, one_wrong, quality_score, similarity, supports, truncation_of, vote
 
 __all__ = ["DedupParams", "DedupStage", "STAGE_TYPES"]
 
@@ -42,6 +42,7 @@ MAX_READS = 400  # reads kept per passage (the lowest-weight one goes first)
 MAX_TEXTS = 32  # distinct texts whose best crop is kept per passage
 MAX_OPEN = 512  # open passages per camera before the oldest is finished early
 MAX_RECENT = 20000  # kept events remembered for duplicate suppression
+SWITCH_CONFIDENCE = 0.9  # reads from this confidence on can tell that a track switched plates
 PACE_DECAY = 0.95  # per envelope: the camera's pace is measured over its last ~20 envelopes
 
 
@@ -61,6 +62,9 @@ class DedupParams(StageParams):
     continuation_s: float = Field(1.5, ge=0, description="a passage that times out while a later passage of its camera is open (begun at most track_timeout_s "
                                                          "after it was last seen) waits up to this long for that one to read a text its own is a "
                                                          "cut-off part of (a plate hidden for a moment by a passing vehicle); 0: never waits")
+    switch_similarity: float = Field(0.4, ge=0, le=1, description="two confident reads in a row of one track that are less similar than this to every "
+                                                                 "text of its passage (and not cut-off parts of them) end the passage and begin a new one: "
+                                                                 "the tracker gave the track to another plate; 0: never")
     max_track_s: float = Field(30.0, gt=0, description="a passage open this long emits its event anyway; later sightings only move its last_seen (update, reason 'continued')")
     similarity: float = Field(0.85, gt=0, le=1, description="normalized Levenshtein similarity from which two plate texts are the same plate (duplicates, untracked reads)")
     window_s: float = Field(60.0, ge=0, description="a passage within this many seconds of a kept event with a similar text is a duplicate of it; 0 turns duplicate suppression off")
@@ -113,6 +117,7 @@ class Passage:
     attrs: dict[str, dict[str, float]] = field(default_factory=dict)  # type/color/make/model -> value -> weight
     plate_tracks: set[int] = field(default_factory=set)
     kept: "Kept | None" = None  # set once its event (or an update) went out at max_track_s
+    foreign: str | None = None  # the last confident read unrelated to its texts (see _identity)
 
     @property
     def track_id(self) -> int | None:
@@ -373,6 +378,14 @@ class DedupStage(Stage):
             self._adopt_untracked(cam, key, normalized)
         t = float(env.captured_at)
         passage = cam.passages.get(key)
+        identity = self._identity(passage, normalized, confidence) if passage is not None and usable else "same"
+        if identity == "switch":
+            # the tracker gave this track to another plate: its passage so far is one vehicle's
+            self.ctx.count("tracks_switched")
+            self.outbox.extend(self._finish(cam, passage, "switch"))
+            if plate_track is not None and key[0] == "v":
+                cam.links[plate_track] = key
+            passage = None
         if passage is None:
             passage = cam.passages[key] = Passage(key, env.camera_id, started=t, seen=t, last_frame_id=env.frame_id)
         passage.seen = max(passage.seen, t)
@@ -381,6 +394,9 @@ class DedupStage(Stage):
             passage.plate_tracks.add(plate_track)
         if passage.kept is not None:
             return False  # its event went out at max_track_s: only last_seen moves now
+        if identity == "foreign":
+            self.ctx.count("reads_foreign")
+            return False  # another plate's, or a wild misread: the next read tells
         if not usable and normalized and not too_long and p.repeat_reads:
             # a short vanity plate the reader is unsure of, read the same in frame after frame
             passage.unsure[normalized] = passage.unsure.get(normalized, 0) + 1
@@ -427,6 +443,34 @@ class DedupStage(Stage):
             return True
         self._copy_images(passage, env, image, vehicle_track)
         return True
+
+    def _identity(self, passage: Passage, normalized: str, confidence: float) -> Literal["same", "foreign", "switch"]:
+        """Whether a confident read belongs to its track's passage.
+
+        Trackers switch identities now and then: two plates crossing, or a new plate entering
+        where a lost one was predicted (the long synthetic scene, seed 7 with cpu.yaml: a plate
+        track that had read ``HWH9644`` leaving at the frame's left edge took ``E02URM`` entering
+        there, and the passage voted ``HWH9644`` for both). A read with nothing in common with
+        the passage's texts (``switch_similarity``; not a cut-off part either way) is
+        ``foreign``: it does not vote. The next confident read decides: the same foreign plate
+        again is a ``switch`` (the passage ends, a new one begins), a read of the passage's
+        plate makes the foreign read a wild misread, which one lettered truck or state name
+        read between two plate reads must not turn into a split.
+        """
+        p = self.params
+        if not p.switch_similarity or passage.key[0] == "u" or passage.kept is not None or not passage.reads \
+                or confidence < SWITCH_CONFIDENCE:
+            return "same"
+        if not all(self._unrelated(normalized, text) for text in passage.texts()):
+            passage.foreign = None
+            return "same"
+        if passage.foreign is not None and supports(normalized, passage.foreign):
+            return "switch"
+        passage.foreign = normalized
+        return "foreign"
+
+    def _unrelated(self, a: str, b: str) -> bool:
+        return similarity(a, b) < self.params.switch_similarity and not truncation_of(a, b) and not truncation_of(b, a)
 
     def _copy_images(self, passage: Passage, env: Envelope, image: np.ndarray, vehicle_track: int | None) -> None:
         p = self.params

@@ -720,12 +720,12 @@ def test_read_of_a_plate_leaving_the_view_updates_its_event(driver):
     assert [e["plate"]["normalized_text"] for e in d.events()] == ["5SHR782", "5SHR"]
 
 
-def frames(d: Driver, camera: str, start: float, reads: list[tuple[str, int] | None], step: float = 0.1) -> float:
-    """One frame per item: a read of (text, plate track), or None for a frame without reads."""
+def frames(d: Driver, camera: str, start: float, reads: list[tuple | None], step: float = 0.1) -> float:
+    """One frame per item: a read of (text, plate track[, region]), or None for a frame without reads."""
     t = start
     for i, read in enumerate(reads):
         t = start + i * step
-        d.feed(camera, t, [plate(read[0], track=read[1], region=None)] if read else [])
+        d.feed(camera, t, [plate(read[0], track=read[1], region=read[2] if len(read) > 2 else None)] if read else [])
     return t
 
 
@@ -775,3 +775,35 @@ def test_held_passage_goes_out_when_the_later_one_is_another_plate(driver):
     assert d.events() == [] and d.h.counters["passages_held"] == 1
     d.flush()
     assert [e["plate"]["normalized_text"] for e in d.events()] == ["5XYZ789", "7ABC123"]
+
+
+@pytest.mark.parametrize("switch_similarity", [0.4, 0.0])
+def test_track_given_to_another_plate_splits_its_passage(driver, switch_similarity):
+    """Seed 7 of the long scene with cpu.yaml: plate track 1 read HWH9644 leaving at the frame's
+    left edge, then took E02URM entering there. Two confident reads of the other plate in a row
+    end the first passage; without the rule the passage voted HWH9644 for both (the only reads
+    that matched a format of the reader's regions)."""
+    d = driver(track_timeout_s=1.5, switch_similarity=switch_similarity)
+    frames(d, "cam1", T0, [("HWH9644", 1, "us-ca")] * 3 + [("E02URM", 1)] * 5)
+    d.feed("cam1", T0 + 5)
+    texts = [e["plate"]["normalized_text"] for e in d.events()]
+    if switch_similarity:
+        assert texts == ["HWH9644", "E02URM"] and d.h.counters["tracks_switched"] == 1
+        first, second = d.events()
+        assert first["extras"]["finished"] == "switch" and first["reads"] == 3
+        assert second["reads"] == 4  # the first foreign read waited for the second and did not vote
+    else:
+        assert texts == ["HWH9644"] and d.events()[0]["reads"] == 8
+
+
+def test_misreads_between_reads_of_the_plate_do_not_split_it(driver):
+    """A state name or a truck's lettering read between reads of the plate is foreign once at a
+    time: the passage stays one. Cut-off parts and one-character misreads are not foreign."""
+    d = driver(track_timeout_s=1.5)
+    reads = [("7ABC123", 1), ("TEXAS", 1), ("7ABC123", 1), ("SPEEDY", 1), ("7ABC123", 1), ("ABC", 1), ("C123", 1),
+             ("7ABC128", 1), ("7ABC123", 1)]
+    frames(d, "cam1", T0, reads)
+    d.feed("cam1", T0 + 5)
+    (ev,) = d.events()
+    assert ev["plate"]["normalized_text"] == "7ABC123" and ev["reads"] == 7
+    assert d.h.counters["reads_foreign"] == 2 and d.h.counters.get("tracks_switched", 0) == 0
