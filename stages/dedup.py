@@ -62,6 +62,9 @@ class DedupParams(StageParams):
     continuation_s: float = Field(1.5, ge=0, description="a passage that times out while a later passage of its camera is open (begun at most track_timeout_s "
                                                          "after it was last seen) waits up to this long for that one to read a text its own is a "
                                                          "cut-off part of (a plate hidden for a moment by a passing vehicle); 0: never waits")
+    continuation_max_length: int = Field(5, ge=0, description="only passages whose voted text has at most this many characters wait (continuation_s): "
+                                                              "what a glimpse of a plate's first characters gives; whole plates are mostly longer, "
+                                                              "and their events should not wait")
     switch_similarity: float = Field(0.4, ge=0, le=1, description="two confident reads in a row of one track that are less similar than this to every "
                                                                  "text of its passage (and not cut-off parts of them) end the passage and begin a new one: "
                                                                  "the tracker gave the track to another plate; 0: never")
@@ -142,8 +145,9 @@ class Kept:
 
 @dataclass
 class Held:
-    """A passage that ended while a later one of its camera was open: its event waits (until
-    ``until``, capture time) in case that one turns out to be the same plate read whole."""
+    """A passage with a short text that ended while a later one of its camera was open: its
+    event waits (until ``until``, capture time) in case that one turns out to be the same plate
+    read whole."""
 
     passage: Passage
     result: Vote
@@ -568,7 +572,8 @@ class DedupStage(Stage):
             return []
         if reason != "max_track" and self._absorb_truncated(cam, passage, result.normalized):
             return []
-        if reason == "timeout" and p.continuation_s > 0 and self._continued(cam, passage):
+        if reason == "timeout" and p.continuation_s > 0 and len(result.normalized) <= p.continuation_max_length \
+                and self._continued(cam, passage):
             cam.held.append(Held(passage, result, passage.seen + p.track_timeout_s + p.continuation_s))
             self.ctx.count("passages_held")
             return []

@@ -753,28 +753,35 @@ def test_plate_hidden_by_a_passing_vehicle_waits_for_its_continuation(driver, co
 
 def test_held_passage_goes_out_when_the_later_one_is_another_plate(driver):
     """The wait ends as soon as the later passage ends with another plate (the held event goes
-    out right after that one's), or after continuation_s at the latest; flush sends held ones."""
+    out right after that one's), or after continuation_s at the latest; flush sends held ones.
+    Only short texts (continuation_max_length) wait: a whole plate's event leaves at once."""
     d = driver(track_timeout_s=1.5, continuation_s=1.5)
-    frames(d, "cam1", T0, [("7ABC123", 2)] * 5 + [("5XYZ789", 3)] * 5)
-    # 7ABC123 times out at T0+1.9 while 5XYZ789 (begun T0+0.5) is open: it waits
+    frames(d, "cam1", T0, [("FRZ1", 2)] * 5 + [("5XYZ789", 3)] * 5)
+    # FRZ1 times out at T0+1.9 while 5XYZ789 (begun T0+0.5) is open: it waits
     assert frames(d, "cam1", T0 + 1.0, [None] * 14) == pytest.approx(T0 + 2.3) and d.events() == []
     assert d.h.counters["passages_held"] == 1
     d.feed("cam1", T0 + 2.4)  # 5XYZ789 ends: the wait is over
-    assert [e["plate"]["normalized_text"] for e in d.events()] == ["5XYZ789", "7ABC123"]
+    assert [e["plate"]["normalized_text"] for e in d.events()] == ["5XYZ789", "FRZ1"]
+
+    d = driver(track_timeout_s=1.5, continuation_s=1.5)
+    frames(d, "cam1", T0, [("7ABC123", 2)] * 5 + [("5XYZ789", 3)] * 5)
+    frames(d, "cam1", T0 + 1.0, [None] * 10)  # to T0+1.9: 7ABC123 times out and leaves
+    assert [e["plate"]["normalized_text"] for e in d.events()] == ["7ABC123"]
+    assert d.h.counters.get("passages_held", 0) == 0
 
     d = driver(track_timeout_s=1.5, continuation_s=0.5)
-    frames(d, "cam1", T0, [("7ABC123", 2)] * 5 + [("5XYZ789", 3)] * 19)
+    frames(d, "cam1", T0, [("FRZ1", 2)] * 5 + [("5XYZ789", 3)] * 19)
     assert d.events() == []  # T0+2.3: held since T0+1.9, until T0+2.4
     d.feed("cam1", T0 + 2.4, [plate("5XYZ789", track=3)])
-    assert [e["plate"]["normalized_text"] for e in d.events()] == ["7ABC123"]
+    assert [e["plate"]["normalized_text"] for e in d.events()] == ["FRZ1"]
     d.flush()
-    assert [e["plate"]["normalized_text"] for e in d.events()] == ["7ABC123", "5XYZ789"]
+    assert [e["plate"]["normalized_text"] for e in d.events()] == ["FRZ1", "5XYZ789"]
 
     d = driver(track_timeout_s=1.5, continuation_s=5)
-    frames(d, "cam1", T0, [("7ABC123", 2)] * 5 + [("5XYZ789", 3)] * 30)
+    frames(d, "cam1", T0, [("FRZ1", 2)] * 5 + [("5XYZ789", 3)] * 30)
     assert d.events() == [] and d.h.counters["passages_held"] == 1
     d.flush()
-    assert [e["plate"]["normalized_text"] for e in d.events()] == ["5XYZ789", "7ABC123"]
+    assert [e["plate"]["normalized_text"] for e in d.events()] == ["5XYZ789", "FRZ1"]
 
 
 @pytest.mark.parametrize("switch_similarity", [0.4, 0.0])
