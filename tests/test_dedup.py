@@ -703,10 +703,9 @@ def test_read_of_a_plate_entering_the_view_joins_the_passage_beside_it(driver):
 
 
 def test_read_of_a_plate_leaving_the_view_updates_its_event(driver):
-    """The whole plate's passage ended (and did not wait for later passages: continuation_s 0);
-    a cut read of it leaving the view right after is an update of that event, not an event of
-    its own. Much later the same part is a new event."""
-    d = driver(track_timeout_s=1.5, continuation_s=0)
+    """The whole plate's passage ended; a cut read of it leaving the view right after is an
+    update of that event, not an event of its own. Much later the same part is a new event."""
+    d = driver(track_timeout_s=1.5)
     passage(d, "cam1", T0, ["5SHR782"] * 4, track=2)
     d.feed("cam1", T0 + 1.0, [plate("5SHR", track=3, region=None)])
     d.feed("cam1", T0 + 1.2, [plate("5SHR", track=3, region=None)])
