@@ -35,7 +35,7 @@ from .det_base import box_aspect
 from .ocr_engine import STRATEGIES, PlateOCR, PlateResult
 from .ocr_paddle import PaddleReader, paddle_problem
 from .ocr_readers import MODELS_HOWTO, CombinedReader, FastPlateReader, PPOCRReader, Reader
-from .regions import ENV_VAR, RegionError, RegionSet, load_regions
+from .regions import ENV_VAR, SHAPE_WEIGHT, RegionError, RegionSet, load_regions
 
 __all__ = ["OcrParams", "OcrStage", "STAGE_TYPES", "build_reader", "shot_score"]
 
@@ -74,6 +74,9 @@ class OcrParams(StageParams):
                                   description=f"preprocessing tried in order while unsure: {', '.join(STRATEGIES)}")
     margin: float = Field(0.1, ge=0, le=1, description="crop margin, a fraction of the box's width and height per side")
     max_correction_cost: float = Field(4.0, ge=0, description="largest correction accepted, in nats (see docs/regions.md)")
+    shape_weight: float = Field(SHAPE_WEIGHT, ge=0, description="plate-shape prior: nats per unit of log-ratio between the box's "
+                                                      "width/height and a region's plates (its aspect), beyond a "
+                                                      "tolerance; 0: off (docs/regions.md)")
     upscale_below: int = Field(32, ge=0, description="the upscale strategy enlarges plates lower than this (px)")
     throttle: bool = Field(True, description="read a tracked plate again only when a better crop arrives")
     reread_every_s: float = Field(0.5, gt=0, description="capture-time seconds after which a track is read again anyway "
@@ -189,7 +192,7 @@ class OcrStage(Stage):
         self.engine = PlateOCR(self.reader, regions, region_mode=p.region_mode, margin=p.margin,
                                accept_confidence=p.accept_confidence, max_correction_cost=p.max_correction_cost,
                                strategies=p.strategies, upscale_below=p.upscale_below,
-                               strategy_reader=variants_reader)
+                               strategy_reader=variants_reader, shape_weight=p.shape_weight)
         self.tracks: dict[tuple[str, int], _Track] = {}
         self.log.info("ocr.plate: reader %s, %d regions, mode %s", self.reader.name,
                       len(regions) if regions else 0, p.region_mode)

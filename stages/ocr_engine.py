@@ -32,7 +32,7 @@ import numpy as np
 
 from . import ocr_prep as prep
 from .ocr_readers import Read, Reader
-from .regions import Correction, RegionSet, TextScorer, normalize
+from .regions import SHAPE_WEIGHT, Correction, RegionSet, TextScorer, normalize
 
 __all__ = ["Attempt", "PlateOCR", "PlateResult", "STRATEGIES"]
 
@@ -71,7 +71,8 @@ class PlateOCR:
     def __init__(self, reader: Reader, regions: RegionSet | None = None, *, region_mode: str = "prefer",
                  margin: float = 0.1, accept_confidence: float = 0.75, max_correction_cost: float = 4.0,
                  strategies: Sequence[str] = STRATEGIES, upscale_below: int = 32, invalid_weight: float = 0.3,
-                 pad_margins: Sequence[float] = (0.04, 0.18), strategy_reader: Reader | None = None) -> None:
+                 pad_margins: Sequence[float] = (0.04, 0.18), strategy_reader: Reader | None = None,
+                 shape_weight: float = SHAPE_WEIGHT) -> None:
         if region_mode not in ("prefer", "require", "off"):
             raise ValueError(f"region_mode must be prefer, require or off, got {region_mode!r}")
         unknown = [s for s in strategies if s not in STRATEGIES]
@@ -88,16 +89,19 @@ class PlateOCR:
         self.upscale_below = upscale_below
         self.invalid_weight = invalid_weight
         self.pad_margins = tuple(pad_margins)
+        self.shape_weight = shape_weight
         self.timings: dict[str, float] = {}
 
     # -- correction and scoring --------------------------------------------------------------------
 
-    def correct(self, read: Read) -> Correction:
+    def correct(self, read: Read, aspect: float | None = None) -> Correction:
+        """``read`` against the regions; ``aspect`` (the plate box's width / height) weighs
+        regions by the shape of their plates."""
         if self.region_mode == "off" or self.regions is None:
             text = normalize(read.text)
             return Correction(text, [], 0.0, 0, raw=text)
-        return self.regions.correct(read.text, read.char_confidences, scorer=read.scorer,
-                                    max_cost=self.max_cost, countries=read.countries)
+        return self.regions.correct(read.text, read.char_confidences, scorer=read.scorer, max_cost=self.max_cost,
+                                    countries=read.countries, aspect=aspect, shape_weight=self.shape_weight)
 
     def _score(self, a: Attempt) -> float:
         if not a.correction.text:
@@ -145,18 +149,19 @@ class PlateOCR:
         if not boxes:
             return []
         bases = [prep.crop_box(frame, b, self.margin) for b in boxes]
+        aspects = [_aspect(b) for b in boxes]
         attempts: list[list[Attempt]] = [[] for _ in boxes]
-        self._run("base", [(i, c) for i, c in enumerate(bases)], attempts)
+        self._run("base", [(i, c) for i, c in enumerate(bases)], attempts, aspects)
         for strategy in self.strategies:
             todo = [i for i in range(len(boxes)) if not self.accepted(attempts[i])]
             if not todo:
                 break
             if strategy == "two_line":
                 for i in todo:
-                    self._two_line(i, bases[i], attempts)
+                    self._two_line(i, bases[i], attempts, aspects[i])
                 continue
             jobs = [(i, v) for i in todo for v in self.variants(strategy, frame, boxes[i], bases[i])]
-            self._run(strategy, jobs, attempts)
+            self._run(strategy, jobs, attempts, aspects)
         return [self._result(attempts[i], bases[i]) for i in range(len(boxes))]
 
     def read_crops(self, crops: Sequence[np.ndarray]) -> list[PlateResult]:
@@ -167,7 +172,8 @@ class PlateOCR:
             out.extend(self.read_frame(crop, [[0, 0, w, h]]))
         return out
 
-    def _run(self, strategy: str, jobs: list[tuple[int, np.ndarray]], attempts: list[list[Attempt]]) -> None:
+    def _run(self, strategy: str, jobs: list[tuple[int, np.ndarray]], attempts: list[list[Attempt]],
+             aspects: Sequence[float | None]) -> None:
         jobs = [(i, c) for i, c in jobs if c is not None and c.size and min(c.shape[:2]) >= 4]
         if not jobs:
             return
@@ -176,14 +182,14 @@ class PlateOCR:
         reads = reader.read([c for _, c in jobs])
         t1 = time.perf_counter()
         for (i, _), read in zip(jobs, reads):
-            a = Attempt(strategy, read, self.correct(read))
+            a = Attempt(strategy, read, self.correct(read, aspects[i]))
             a.score = self._score(a)
             attempts[i].append(a)
         t2 = time.perf_counter()
         self.timings["read"] = self.timings.get("read", 0.0) + (t1 - t0)
         self.timings["correct"] = self.timings.get("correct", 0.0) + (t2 - t1)
 
-    def _two_line(self, i: int, base: np.ndarray, attempts: list[list[Attempt]]) -> None:
+    def _two_line(self, i: int, base: np.ndarray, attempts: list[list[Attempt]], aspect: float | None) -> None:
         rows = prep.split_rows(base)
         if rows is None:
             return
@@ -197,7 +203,8 @@ class PlateOCR:
         if self.region_mode == "off" or self.regions is None:
             corr = Correction(normalize(text), [], 0.0, 0, raw=normalize(text))
         else:
-            corr = self.regions.correct(text, confs, max_cost=self.max_cost, countries=read.countries)
+            corr = self.regions.correct(text, confs, max_cost=self.max_cost, countries=read.countries,
+                                        aspect=aspect, shape_weight=self.shape_weight)
         a = Attempt("two_line", read, corr)
         a.score = self._score(a)
         attempts[i].append(a)
@@ -223,3 +230,9 @@ class PlateOCR:
                                attempts, base)
         return PlateResult(best.read.text, winner, round(min(1.0, confidence), 4), best.correction.region,
                            best.read.reader or self.reader.name, best.strategy, attempts, base)
+
+
+def _aspect(box: Sequence[float]) -> float | None:
+    """Width / height of an ``[x1, y1, x2, y2]`` box, None when degenerate."""
+    w, h = float(box[2]) - float(box[0]), float(box[3]) - float(box[1])
+    return w / h if w > 0 and h > 0 else None

@@ -15,7 +15,7 @@ import numpy as np
 
 __all__ = [
     "CharRow", "char_rows", "clahe", "crop_box", "denoise", "quality", "rectify", "row_crop", "row_line",
-    "split_rows", "stretch_gray", "two_line", "upscale",
+    "split_rows", "strip_bands", "stretch_gray", "two_line", "upscale",
 ]
 
 
@@ -33,6 +33,72 @@ def crop_box(frame: np.ndarray, box: Sequence[float], margin_x: float = 0.0, mar
     if xb <= xa or yb <= ya:
         return np.zeros((1, 1, 3), np.uint8)
     return frame[ya:yb, xa:xb].copy()  # never a view: frames are read-only shared memory
+
+
+#: OpenCV hue range (0-180) and least saturation and value of the blue of European plate bands
+BAND_HUE = (95, 135)
+BAND_MIN_SAT = 90
+BAND_MIN_VAL = 70
+
+
+def strip_bands(img: np.ndarray) -> np.ndarray:
+    """The crop without the blue bands at the ends of a European plate (country code and stars
+    on the left; French department and Italian year on the right).
+
+    A text-line recogniser reads the band's letters as part of the plate (``F TX286NS 50``
+    becomes ``FTX286NS50``). A band is a block of saturated blue at the crop's end, at least as
+    tall as 60% of the crop and 3-22% of its width, ending before a quarter of the width, with
+    light marks in it. Navy lettering does not fill that much of its own box, a blue car around
+    the plate has no letters in its blue, a plate printed all blue has no end to its blue block,
+    and grey or washed-out crops give no blue at all: those crops are returned whole. A view of
+    ``img`` (no copy).
+    """
+    if img.ndim != 3 or img.shape[1] < 24:
+        return img
+    h, w = img.shape[:2]
+    hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+    blue = ((hsv[..., 0] >= BAND_HUE[0]) & (hsv[..., 0] <= BAND_HUE[1]) & (hsv[..., 1] >= BAND_MIN_SAT)
+            & (hsv[..., 2] >= BAND_MIN_VAL))
+    cols = blue.mean(axis=0) >= 0.25  # the band's letter and stars take part of its columns
+    x1, x2 = 0, w
+    left = _band_end(cols, w)
+    if left is not None and _band(blue[:, :left], hsv[:, :left], h):
+        x1 = left
+    right = _band_end(cols[::-1], w)
+    if right is not None and _band(blue[:, w - right:], hsv[:, w - right:], h):
+        x2 = w - right
+    return img[:, x1:x2] if (x1, x2) != (0, w) else img
+
+
+def _band_end(cols: np.ndarray, w: int) -> int | None:
+    """Where a run of blue columns starting within the first 12% of ``cols`` ends, when it is
+    3-22% of the width wide and ends before a quarter of it."""
+    limit = int(w * 0.33)
+    blue_at = np.flatnonzero(cols[: int(w * 0.2) + 1])
+    if blue_at.size == 0:
+        return None
+    start = int(blue_at[0])
+    end = start
+    while end < limit and cols[end]:
+        end += 1
+    if end >= limit or not 0.03 * w <= end - start <= 0.22 * w:
+        return None
+    return end
+
+
+def _band(blue: np.ndarray, hsv: np.ndarray, h: int) -> bool:
+    """A band, not lettering nor a blue car around the plate: blue rows span at least 60% of the
+    crop's height, blue fills at least 60% of the block, and light marks (the band's country
+    code and stars) 3-30% of it. Lettering in blue ink fills less of its box and leaves more of
+    the plate's light ground in it; a car's paint has no marks."""
+    rows = np.flatnonzero(blue.any(axis=1))
+    if rows.size == 0 or rows[-1] - rows[0] + 1 < 0.45 * h:
+        return False
+    block, colour = blue[rows[0]: rows[-1] + 1], hsv[rows[0]: rows[-1] + 1]
+    used = block.any(axis=0)
+    block, colour = block[:, used], colour[:, used]
+    light = float((~block & (colour[..., 2] >= 120)).mean())
+    return float(block.mean()) >= 0.6 and 0.03 <= light <= 0.3
 
 
 def _gray(img: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 from .ocr_doubles import collapsed_double
-from .ocr_prep import CharRow, row_line, stretch_gray
+from .ocr_prep import CharRow, row_line, stretch_gray, strip_bands
 from .regions import CTCScorer, RegionSet, Scorer, SlotScorer, ctc_runs, normalize
 
 log = logging.getLogger("alpr_topo.ocr")
@@ -316,7 +316,9 @@ class PPOCRReader(Reader):
     def read(self, crops: Sequence[np.ndarray]) -> list[Read]:
         if not crops:
             return []
-        # a text-line recogniser: give it the plate's character row (and keep the row's blobs)
+        # a text-line recogniser reads every letter it sees: not the European bands' country codes
+        crops = [strip_bands(c) for c in crops]
+        # give it the plate's character row (and keep the row's blobs)
         found = [row_line(c, self.line_margin) if self.line else None for c in crops]
         lines = [f[0] if f is not None else c for f, c in zip(found, crops)]
         prepared = [self.prepare(c) for c in lines]

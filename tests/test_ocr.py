@@ -144,6 +144,45 @@ def test_two_line_rows():
     assert prep.split_rows(draw_plate()) is None
 
 
+def _rendered(fmt_id: str, display: str, width: int = 180, ground: tuple[int, int, int] = (90, 90, 90),
+              pad: int = 12) -> tuple[np.ndarray, int]:
+    """A plate of the synthetic source's styles on a plain ground (BGR), and the pad around it."""
+    fmt = PLATE_FORMATS[fmt_id]
+    height = round(width / fmt.aspect)
+    bgr, _ = render_plate(fmt, display, width, height, resolve_font("DejaVuSans-Bold"), np.random.default_rng(0))
+    return cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=ground), pad
+
+
+def test_strip_bands_cuts_the_european_bands_off():
+    crop, pad = _rendered("eu-fr", "TX-286-NS")  # country band left, department band right
+    w = crop.shape[1]
+    left, right = pad + 0.085 * 180, pad + 0.915 * 180  # where the synthetic bands end and begin
+    out = prep.strip_bands(crop)
+    x1 = next(x for x in range(w) if np.array_equal(crop[:, x:x + out.shape[1]], out))
+    assert left - 2 <= x1 <= left + 6
+    assert right - 6 <= x1 + out.shape[1] <= right + 2
+    only_left, _ = _rendered("eu-de", "B MW 1234")  # no right band
+    out = prep.strip_bands(only_left)
+    assert out.shape[1] < only_left.shape[1] and np.array_equal(out, only_left[:, -out.shape[1]:])
+    # and the line recogniser reads the plate, not the bands' letters and numbers
+    assert PPOCRReader().read([crop])[0].text == "TX286NS"
+
+
+def test_strip_bands_keeps_plates_without_bands():
+    for plate in (_rendered("us-ca", "7ABC123")[0],                   # navy characters
+                  _rendered("us-ny", "ABC-1234")[0],                  # navy, a header in navy too
+                  prep.crop_box(*in_scene(draw_plate("ABC1234")), 0.1)):
+        assert prep.strip_bands(plate) is plate
+    all_blue = np.full((50, 200, 3), (160, 60, 10), np.uint8)  # a plate printed blue: no end to the blue
+    cv2.putText(all_blue, "AB1234", (20, 38), cv2.FONT_HERSHEY_DUPLEX, 1.2, (250, 250, 250), 2)
+    assert prep.strip_bands(all_blue) is all_blue
+    # a blue car around a navy-lettered plate: at most the paint beside the plate goes
+    crop, pad = _rendered("us-ca", "7ABC123", ground=(150, 60, 20))
+    out = prep.strip_bands(crop)
+    x1 = next(x for x in range(crop.shape[1]) if np.array_equal(crop[:, x:x + out.shape[1]], out))
+    assert x1 <= pad and x1 + out.shape[1] >= crop.shape[1] - pad
+
+
 def test_contrast_scale_noise_keep_shapes():
     plate = draw_plate()
     assert prep.clahe(plate).shape == plate.shape
@@ -459,6 +498,25 @@ def test_stage_reads_a_synthetic_plate_with_the_offline_default():
     jpeg = cv2.imdecode(np.frombuffer(p["crop_jpeg"], np.uint8), cv2.IMREAD_COLOR)
     assert jpeg is not None and jpeg.shape[0] > 10 and len(p["crop_jpeg"]) < 30000
     assert h.counters["plates_read"] == 1
+
+
+@pytest.mark.parametrize("fmt_id, display, text, region", [
+    ("eu-fr", "TX-286-NS", "TX286NS", "eu"),  # also valid in Italy and Bulgaria
+    ("eu-it", "KY 987 PJ", "KY987PJ", "eu"),
+    ("us-ny", "JKL-4530", "JKL4530", "us"),
+])
+def test_stage_offline_default_reads_european_and_us_plates(fmt_id, display, text, region):
+    """The offline reader with both groups of formats, end to end: European plates with their
+    bands and a US plate each read as their own format (strip_bands and the shape prior have
+    their own tests above and in test_regions.py)."""
+    plate, pad = _rendered(fmt_id, display, width=200, pad=0)
+    h, w = plate.shape[:2]
+    scene = np.full((3 * h, 2 * w, 3), 90, np.uint8)
+    scene[h:2 * h, w // 2: w // 2 + w] = plate
+    with StageHarness(OcrStage, {"reader": "ppocr", "regions": ["us", "eu"]}) as harness:
+        out = harness.process(harness.frame_envelope(scene, detections=[_det([w // 2, h, w // 2 + w, 2 * h], 1)]))
+    p = out[0].plates[0]
+    assert (p["normalized"], p["region"]) == (text, region)
 
 
 def test_stage_on_the_benchmark_photos(truth, model):

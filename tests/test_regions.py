@@ -141,6 +141,27 @@ def test_prefer_the_cheapest_region_and_report_groups(us):
     assert us.correct("AB1C2D").region == "us-mo"
 
 
+def test_the_plate_shape_prior_weighs_regions_by_the_box_aspect(builtin):
+    """A read valid in Europe and one look-alike away from a US format: the box's shape decides.
+    (LGLS168 is how PP-OCR read the US plate 4GLS168 of the OpenALPR photos; OSEP36 is German,
+    0SEP36 its US fold.)"""
+    both = builtin.select(["us", "eu"])
+    assert {r.aspect for r in builtin.select(["us"])} == {2.0}
+    assert {r.aspect for r in builtin.select(["eu"])} == {4.7}
+    read = ("LGLS168", [0.6] + [0.97] * 6)
+    assert both.correct(*read).region == "eu"  # no shape: valid as read (Austria, Germany, ...) wins
+    us_box = both.correct(*read, aspect=2.0)
+    assert (us_box.text, us_box.region) == ("1GLS168", "us") and us_box.cost > 0
+    assert both.correct(*read, aspect=4.7).text == "LGLS168"
+    assert both.correct(*read, aspect=2.0, shape_weight=0).text == "LGLS168"
+    assert both.correct("OSEP36", [0.95] * 6, aspect=2.0).text == "0SEP36"
+    assert both.correct("OSEP36", [0.95] * 6, aspect=4.5).text == "OSEP36"
+    # within the tolerance a shape costs nothing; a European text on a square box still reads
+    assert both.correct("7ABC123", [0.95] * 7, aspect=2.5).cost == 0
+    square = both.correct("AB123CD", [0.95] * 7, aspect=1.8)
+    assert square.text == "AB123CD" and 0 < square.cost < 4
+
+
 # -- scorers ----------------------------------------------------------------------------------------
 
 
@@ -293,6 +314,8 @@ def test_missing_folder_is_an_error(tmp_path):
     ("group: t\ndefaults:\n  confusions: [O0, ABC]\nregions:\n  xx-a: {name: A, patterns: ['A']}\n", 3,
      "a confusion is a pair"),
     ("group: t\nregions:\n  xx-a: {name: A, patterns: ['<Q>']}\n", 3, "unknown class <Q>"),
+    ("group: t\ndefaults:\n  aspect: wide\nregions:\n  xx-a: {name: A, patterns: ['A']}\n", 3,
+     "aspect is the plate's width / height"),
     ("group: t\nregions:\n  xx-a: {name: A, patterns: ['A']}\n  xx-a: {name: B, patterns: ['B']}\n", 4,
      "given twice"),
     ("group: t\nregions:\n  XX A: {name: A, patterns: ['A']}\n", 3, "lower-case words"),
