@@ -176,6 +176,36 @@ def test_synthetic_scoring() -> None:
     assert {m["truth"] for m in r["misses"]} == {"5XYZ999", "8KLM456"}
 
 
+def test_synthetic_truth_tells_readable_from_partly_shown_plates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readable: whole and unhidden in 3 frames. Shown: any part of the plate in view once, also
+    a plate always more than 30% hidden (its fragments are unreadable events, not wrong ones).
+    A plate never in view, or wholly hidden, is neither (an event from it is wrong)."""
+    def obj(vid: int, box: list[int] | None, occlusion: float) -> dict[str, Any]:
+        return {"vehicle_id": vid, "plate": f"PLATE{vid}", "plate_box": box, "occlusion": occlusion,
+                "plate_visible": box is not None and occlusion <= 0.3}
+
+    frames = [[obj(1, [10, 10, 50, 30], 0.0), obj(2, [60, 10, 100, 30], 0.6), obj(3, None, 1.0),
+               obj(4, [10, 40, 50, 60], 1.0), obj(5, [0, 10, 30, 30], 0.2)]] * 3
+
+    class Scene:
+        width, height = 200, 100
+
+        def __init__(self, params: dict[str, Any]) -> None:
+            self.left = list(frames)
+
+        @property
+        def finished(self) -> bool:
+            return not self.left
+
+        def render(self, draw: bool = False) -> tuple[None, list[dict[str, Any]]]:
+            return None, self.left.pop()
+
+    monkeypatch.setattr("alpr_topo.stages.synth_scene.SceneRenderer", Scene)
+    readable, shown = bench_synthetic.truth_vehicles({})
+    assert readable == {1: "PLATE1"}
+    assert set(shown) == {1, 2, 5}  # 5: cut by the frame's edge, 2: always 60% hidden
+
+
 @pytest.mark.slow
 def test_bench_synthetic_runs_the_topology(run_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALPR_TOPO_RUNTIME_DIR", run_env["ALPR_TOPO_RUNTIME_DIR"])

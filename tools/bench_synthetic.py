@@ -6,8 +6,9 @@ names the vehicle its best read came from) and ``publish.local`` writing into a 
 The same scene is then replayed without drawing to list the vehicles that showed their plate.
 
 * ``vehicles``: vehicles whose whole plate (no one in front of it, inside the frame) was in view
-  in at least ``min_visible_frames`` frames. Events of the other vehicles are counted apart
-  (``unreadable_events``) and left out of the rates below.
+  in at least ``min_visible_frames`` frames. Events of the other vehicles that showed some of
+  their plate are counted apart (``unreadable_events``) and left out of the rates below; events
+  of a vehicle that never showed any of it, or of none, are wrong.
 * ``event_recall``: share of those with an event carrying their plate text exactly.
 * ``precision``: share of events that are right (the text of the vehicle they came from, and
   the first such event of that vehicle).
@@ -31,7 +32,8 @@ MIN_VISIBLE_FRAMES = 3
 def truth_vehicles(params: dict[str, Any], min_visible_frames: int = MIN_VISIBLE_FRAMES
                    ) -> tuple[dict[int, str], dict[int, str]]:
     """Vehicle id -> plate text of the vehicles whose whole plate the scene showed in at least
-    ``min_visible_frames`` frames (the readable ones), and of every vehicle that showed its plate."""
+    ``min_visible_frames`` frames (the readable ones), and of every vehicle that showed any part
+    of its plate (a reader may publish what it read of those)."""
     from ..stages.synth_scene import SceneRenderer
 
     renderer = SceneRenderer(params)
@@ -40,7 +42,7 @@ def truth_vehicles(params: dict[str, Any], min_visible_frames: int = MIN_VISIBLE
     while not renderer.finished:
         _, truth = renderer.render(draw=False)
         for obj in truth:
-            if obj.get("plate_visible"):
+            if obj.get("plate_box") is not None and obj.get("occlusion", 1.0) < 1.0:
                 plates[obj["vehicle_id"]] = obj["plate"]
                 if _whole(obj, renderer.width, renderer.height):
                     frames[obj["vehicle_id"]] = frames.get(obj["vehicle_id"], 0) + 1
@@ -56,9 +58,10 @@ def _whole(obj: dict[str, Any], width: int, height: int) -> bool:
 def score(events: list[dict[str, Any]], vehicles: dict[int, str], shown: dict[int, str] | None = None) -> dict[str, Any]:
     """Recall, precision, duplicates and wrong texts of ``events`` against ``vehicles``.
 
-    Events of vehicles in ``shown`` but not in ``vehicles`` (their plate was never whole in view:
-    always half hidden or cut by the frame) are counted apart as ``unreadable_events`` and left
-    out of the rates: no reader could have known their text.
+    Events of vehicles in ``shown`` but not in ``vehicles`` (some of their plate was in view, never
+    all of it: always partly hidden or cut by the frame) are counted apart as
+    ``unreadable_events`` and left out of the rates: no reader could have known their text. An
+    event of a vehicle that showed none of its plate, or of no vehicle, is wrong.
     """
     right: dict[int, int] = {}
     wrong: list[dict[str, Any]] = []
