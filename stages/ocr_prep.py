@@ -46,12 +46,12 @@ def strip_bands(img: np.ndarray) -> np.ndarray:
     on the left; French department and Italian year on the right).
 
     A text-line recogniser reads the band's letters as part of the plate (``F TX286NS 50``
-    becomes ``FTX286NS50``). A band is a block of saturated blue at the crop's end, at least as
-    tall as 60% of the crop and 3-22% of its width, ending before a quarter of the width, with
-    light marks in it. Navy lettering does not fill that much of its own box, a blue car around
-    the plate has no letters in its blue, a plate printed all blue has no end to its blue block,
-    and grey or washed-out crops give no blue at all: those crops are returned whole. A view of
-    ``img`` (no copy).
+    becomes ``FTX286NS50``). A band is a block of saturated blue near the crop's end (loose
+    detector boxes leave a margin), with light marks in it (:func:`_band_end`, :func:`_band`).
+    Navy lettering does not fill that much of its own box, a blue car around the plate has no
+    letters in its blue, a plate printed all blue has no end to its blue block, and grey or
+    washed-out crops give no blue at all: those crops are returned whole. A view of ``img``
+    (no copy).
     """
     if img.ndim != 3 or img.shape[1] < 24:
         return img
@@ -71,8 +71,8 @@ def strip_bands(img: np.ndarray) -> np.ndarray:
 
 
 def _band_end(cols: np.ndarray, w: int) -> int | None:
-    """Where a run of blue columns starting within the first 12% of ``cols`` ends, when it is
-    3-22% of the width wide and ends before a quarter of it."""
+    """Where a run of blue columns starting within the first fifth of ``cols`` ends, when it is
+    3-22% of the width wide and ends before a third of it."""
     limit = int(w * 0.33)
     blue_at = np.flatnonzero(cols[: int(w * 0.2) + 1])
     if blue_at.size == 0:
@@ -87,7 +87,7 @@ def _band_end(cols: np.ndarray, w: int) -> int | None:
 
 
 def _band(blue: np.ndarray, hsv: np.ndarray, h: int) -> bool:
-    """A band, not lettering nor a blue car around the plate: blue rows span at least 60% of the
+    """A band, not lettering nor a blue car around the plate: blue rows span at least 45% of the
     crop's height, blue fills at least 60% of the block, and light marks (the band's country
     code and stars) 3-30% of it. Lettering in blue ink fills less of its box and leaves more of
     the plate's light ground in it; a car's paint has no marks."""
