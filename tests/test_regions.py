@@ -45,6 +45,8 @@ def test_every_state_and_dc_and_the_required_countries(builtin):
     assert {f"eu-{c}" for c in EU_REQUIRED} <= ids
     assert len(builtin.groups["us"]) == 51
     assert len(builtin.groups["eu"]) >= 28  # the EU 27 plus the UK, Switzerland, Norway
+    assert set(builtin.groups["mercosur"]) == {"mercosur-br", "mercosur-ar", "mercosur-uy", "mercosur-py"}
+    assert {r.aspect for r in builtin.select(["mercosur"])} == {3.08}
 
 
 @pytest.mark.parametrize("rid", sorted(r.id for r in load_regions(env={})))
@@ -65,6 +67,7 @@ def test_each_format_validates_its_examples_and_rejects_bad_ones(builtin, rid):
     ("B MW 1234", "eu-de"), ("AB-123-CD", "eu-fr"), ("AB12 CDE", "eu-uk"), ("AB 123 CD", "eu-it"),
     ("1234 BCD", "eu-es"), ("GB-123-K", "eu-nl"), ("WA 12345", "eu-pl"), ("1-ABC-123", "eu-be"),
     ("W 12345 A", "eu-at"), ("ZH 123456", "eu-ch"), ("ABC 123", "eu-se"), ("ABC 12D", "eu-se"),
+    ("BRA 2E19", "mercosur-br"), ("ABC-1234", "mercosur-br"), ("AB 123 CD", "mercosur-ar"), ("ABCD 123", "mercosur-py"),
 ])
 def test_typical_plates_match_their_region(builtin, text, region):
     assert builtin[region] in builtin.match(text)
