@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 echo "== installing alpr-topo with its test extras and the paddle reader's (paddlepaddle: ~200 MB, a minute the first time)" >&2
-.venv/bin/python -m pip install --quiet --upgrade pip "setuptools>=68" wheel
+.venv/bin/python -m pip install --quiet --upgrade pip "setuptools>=77" wheel
 .venv/bin/python -m pip install --quiet -e ".[test,paddle]"
 echo "== installing test services (a real RTSP server from Debian's GStreamer packages)" >&2
 bash tools/rtsp_server.sh install || echo "!! RTSP server not installed: the RTSP reconnect tests will skip (see above)" >&2
