@@ -19,7 +19,7 @@ import yaml
 from alpr_topo.core.overrides import load_changed, source_stage, use_input
 from alpr_topo.core.topology import TopologyError, load
 from alpr_topo.stages.detect import YoloParams, make_yolo_detector, model_file_checks
-from alpr_topo.tools import bench_pipeline, bench_synthetic
+from alpr_topo.tools import bench_pipeline, bench_replay, bench_synthetic
 
 REPO = Path(__file__).resolve().parent.parent
 TOPOLOGIES = REPO / "topologies"
@@ -204,6 +204,27 @@ def test_synthetic_truth_tells_readable_from_partly_shown_plates(monkeypatch: py
     readable, shown = bench_synthetic.truth_vehicles({})
     assert readable == {1: "PLATE1"}
     assert set(shown) == {1, 2, 5}  # 5: cut by the frame's edge, 2: always 60% hidden
+
+
+def test_bench_replay_lists_each_vehicles_reads(tmp_path: Path) -> None:
+    """cpu.yaml's detect/track/ocr in this process on a 10 s scene: every readable vehicle was
+    read as its plate at least once, each read says where it came from, and --vehicle prints them."""
+    r = bench_replay.replay(seconds=10, vehicles=2, seed=3)
+    assert r["frames"] == 50 and r["vehicles"]
+    readable = [v for v in r["vehicles"] if v["kind"] == "readable"]
+    assert readable
+    for v in readable:
+        assert v["plate"] in {read["text"] for read in v["reads"]}, v
+        assert all(set(read) == {"frame", "track_id", "text", "confidence", "aspect", "height", "hidden"}
+                   for read in v["reads"])
+    first = readable[0]
+    text = bench_replay.main_text(r, first["vehicle_id"])
+    assert f"vehicle {first['vehicle_id']} {first['plate']} (readable)" in text
+    assert text.count("  frame ") == len(first["reads"])
+    no_ocr = tmp_path / "no-ocr.yaml"
+    no_ocr.write_text("name: t\nstages:\n  cam: {type: source.synthetic}\n  out: {type: sink.null, inputs: [cam]}\n")
+    with pytest.raises(ValueError, match="no ocr"):
+        bench_replay.replay(str(no_ocr), seconds=1, vehicles=1)
 
 
 @pytest.mark.slow

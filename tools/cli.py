@@ -494,6 +494,40 @@ def bench_synthetic(topology: str | None, seconds: float, vehicles: int, seed: i
     click.echo(json.dumps(result, indent=2) if as_json else bs.main_text(result))
 
 
+@bench.command("replay")
+@click.option("--topology", help="topology with a source.synthetic and an ocr.* stage [default: topologies/cpu.yaml]")
+@click.option("--seconds", type=float, default=60.0, show_default=True, help="length of the synthetic scene")
+@click.option("--vehicles", type=int, default=16, show_default=True, help="vehicles driving through it")
+@click.option("--seed", type=int, default=1, show_default=True, help="scene seed (the same as bench synthetic's)")
+@click.option("--vehicle", type=int, help="print every read of this vehicle (its id in bench synthetic's JSON)")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="another parameter of the scene (source.synthetic), as for bench synthetic (repeatable)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+def bench_replay(topology: str | None, seconds: float, vehicles: int, seed: int, vehicle: int | None,
+                 settings: tuple[str, ...], as_json: bool) -> None:
+    """Replay the scene of bench synthetic through the detect, track and OCR stages in this
+    process and list what was read of each vehicle, frame by frame with --vehicle: for finding
+    out why an event of bench synthetic is wrong.
+
+    \b
+    Example (bench synthetic said vehicle 23 was read I028SI):
+      alpr-topo bench replay --topology topologies/cpu-models.yaml --seconds 300 --vehicles 80 --seed 8 --vehicle 23
+    """
+    from . import bench_replay as br
+
+    try:
+        result = br.replay(resolve_topology(topology) if topology else None, seconds=seconds, vehicles=vehicles,
+                           seed=seed, scene=parse_settings(settings), progress=lambda msg: click.echo(msg, err=True))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        if vehicle is not None:
+            result["vehicles"] = [v for v in result["vehicles"] if v["vehicle_id"] == vehicle]
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(br.main_text(result, vehicle))
+
+
 @bench.command("pipeline")
 @click.option("--topology", help="topology with one source.synthetic stage [default: topologies/cpu.yaml]")
 @click.option("--frames", type=int, default=150, show_default=True, help="frames in each run")
