@@ -291,10 +291,13 @@ class StatusServer:
 
     def start(self) -> None:
         self.thread.start()
-        # The address and token for tools and tests; only the owner may read the token.
-        fd = os.open(self.run.webui_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # The address and token for tools and tests; only the owner may read the token. Written
+        # beside and renamed into place: a reader never sees the file empty or half written.
+        part = self.run.webui_file.with_name(self.run.webui_file.name + ".part")
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump({"url": self.url, "bind": self.bind, "port": self.port, "token": self.token}, fh)
+        os.replace(part, self.run.webui_file)
 
     def stop(self) -> None:
         self.closing.set()  # ends the server-sent event streams
