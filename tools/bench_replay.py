@@ -24,10 +24,10 @@ def replay(topology: str | None = None, seconds: float = 60.0, vehicles: int = 1
            scene: dict[str, Any] | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Reads per vehicle of the scene ``bench synthetic`` would run; the JSON object of the command."""
     from ..core.envelope import Envelope
-    from ..core.overrides import load_changed, set_params, stages_of_type
+    from ..core.overrides import load_changed, stages_of_type
     from ..stages.dedup import DedupStage
     from ..stages.synth_scene import SceneRenderer
-    from .bench_synthetic import truth_vehicles
+    from .bench_synthetic import set_scene, truth_vehicles
 
     say = progress or (lambda _msg: None)
     path = str(topology or DEFAULT_TOPOLOGY)
@@ -36,8 +36,7 @@ def replay(topology: str | None = None, seconds: float = 60.0, vehicles: int = 1
         sources = stages_of_type(data, "source.synthetic")
         if len(sources) != 1:
             raise ValueError(f"{path}: bench replay needs one source.synthetic stage (found {len(sources)})")
-        set_params(data, sources[0], **(scene or {}))
-        set_params(data, sources[0], duration_s=seconds, vehicles=vehicles, seed=seed, count=0)
+        set_scene(data, sources[0], seconds, vehicles, seed, scene)
 
     topo = load_changed(path, change)
     order = topo.order()

@@ -55,6 +55,17 @@ def _whole(obj: dict[str, Any], width: int, height: int) -> bool:
     return not obj.get("occlusion") and x1 > 0 and y1 > 0 and x2 < width - 1 and y2 < height - 1
 
 
+def set_scene(data: dict[str, Any], source: str, seconds: float, vehicles: int, seed: int,
+              scene: dict[str, Any] | None) -> None:
+    """Set the scene of the topology's ``source`` stage (its data before loading): the same
+    options and seed give the same frames, which ``bench replay`` relies on to show what a
+    ``bench synthetic`` run read."""
+    from ..core.overrides import set_params
+
+    set_params(data, source, **(scene or {}))
+    set_params(data, source, duration_s=seconds, vehicles=vehicles, seed=seed, count=0)
+
+
 def score(events: list[dict[str, Any]], vehicles: dict[int, str], shown: dict[int, str] | None = None) -> dict[str, Any]:
     """Recall, precision, duplicates and wrong texts of ``events`` against ``vehicles``.
 
@@ -118,8 +129,7 @@ def run(topology: str | None = None, seconds: float = 60.0, vehicles: int = 16, 
             raise ValueError(f"{path}: bench synthetic needs one source.synthetic, a dedup.plates and one "
                              f"publish.local stage (found {len(sources)}, {len(dedups)}, {len(sinks)})")
         data["name"] = bench_name("synthetic")
-        set_params(data, sources[0], **(scene or {}))
-        set_params(data, sources[0], duration_s=seconds, vehicles=vehicles, seed=seed, count=0)
+        set_scene(data, sources[0], seconds, vehicles, seed, scene)
         for name in dedups:
             set_params(data, name, test_mode=True)
         set_params(data, sinks[0], path=str(out / "events.jsonl"), print_events=False, csv=False, images=False)
