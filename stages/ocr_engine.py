@@ -94,14 +94,16 @@ class PlateOCR:
 
     # -- correction and scoring --------------------------------------------------------------------
 
-    def correct(self, read: Read, aspect: float | None = None) -> Correction:
+    def correct(self, read: Read, aspect: float | None = None, *, own_scores: bool = True) -> Correction:
         """``read`` against the regions; ``aspect`` (the plate box's width / height) weighs
-        regions by the shape of their plates."""
+        regions by the shape of their plates. ``own_scores`` False prices changes by the regions'
+        look-alike pairs instead of the read's score table."""
         if self.region_mode == "off" or self.regions is None:
             text = normalize(read.text)
             return Correction(text, [], 0.0, 0, raw=text)
-        return self.regions.correct(read.text, read.char_confidences, scorer=read.scorer, max_cost=self.max_cost,
-                                    countries=read.countries, aspect=aspect, shape_weight=self.shape_weight)
+        return self.regions.correct(read.text, read.char_confidences, scorer=read.scorer if own_scores else None,
+                                    max_cost=self.max_cost, countries=read.countries, aspect=aspect,
+                                    shape_weight=self.shape_weight)
 
     def _score(self, a: Attempt) -> float:
         if not a.correction.text:
@@ -199,13 +201,8 @@ class PlateOCR:
         conf = float(np.prod([r.confidence for r in reads])) ** (1.0 / len(reads)) if reads else 0.0
         read = Read(text, confs, conf, reads[0].reader if reads else "", scorer=TextScorer(normalize(text), confs),
                     countries=reads[0].countries if reads else None, extra={"rows": [r.text for r in reads]})
-        # the joined text has no score table: correct it from look-alike pairs
-        if self.region_mode == "off" or self.regions is None:
-            corr = Correction(normalize(text), [], 0.0, 0, raw=normalize(text))
-        else:
-            corr = self.regions.correct(text, confs, max_cost=self.max_cost, countries=read.countries,
-                                        aspect=aspect, shape_weight=self.shape_weight)
-        a = Attempt("two_line", read, corr)
+        # the joined text has no score table of the reader's: correct it from look-alike pairs
+        a = Attempt("two_line", read, self.correct(read, aspect, own_scores=False))
         a.score = self._score(a)
         attempts[i].append(a)
 
