@@ -263,22 +263,57 @@ TEXT_PX = 160  # glyphs are drawn this tall, then scaled into their box
 
 
 @functools.lru_cache(maxsize=512)
+def _glyph_mask(char: str, font: str) -> tuple[np.ndarray, int, int]:
+    """The ink of one character, ``(mask, left, top)`` in the font's drawing coordinates at
+    TEXT_PX. A capital or digit whose ink leaves the cap band (the descending J and the tailed Q
+    of DejaVu Sans) is squeezed upright to stand on the baseline within the cap height:
+    plate typefaces (FE-Schrift, DIN 1451, the US state faces) have no descenders, and a reader
+    trained on real plates reads a dropped J as I or L, which tells us about the font, not it."""
+    face = load_font(font, TEXT_PX)
+    left, top, right, bottom = face.getbbox(char)
+    if right <= left or bottom <= top:
+        return np.zeros((0, 0), np.uint8), left, top
+    image = Image.new("L", (right - left, bottom - top), 0)
+    ImageDraw.Draw(image).text((-left, -top), char, fill=255, font=face)
+    mask = np.asarray(image)
+    _, cap_top, _, cap_bottom = face.getbbox("H0")
+    slack = (cap_bottom - cap_top) * 0.05
+    if (char.isupper() or char.isdigit()) and (top < cap_top - slack or bottom > cap_bottom + slack):
+        top = max(top, cap_top)
+        mask = cv2.resize(mask, (right - left, min(bottom, cap_bottom) - top), interpolation=cv2.INTER_AREA)
+    return mask, left, top
+
+
+@functools.lru_cache(maxsize=512)
 def _text_mask(text: str, font: str) -> tuple[np.ndarray, int, int]:
     """The ink of ``text`` as a uint8 mask cropped to its bounding box, with the row of the cap
-    line and the cap height in the mask (so a descending J or a short dash keeps the size)."""
+    line and the cap height in the mask (so a short dash keeps its size). Characters are set one
+    by one at the font's advances (no kerning: plate type is set on a fixed pitch anyway)."""
     face = load_font(font, TEXT_PX)
-    left, top, right, bottom = face.getbbox(text)
     _, cap_top, _, cap_bottom = face.getbbox("H0")
-    top, bottom = min(top, cap_top), max(bottom, cap_bottom)
-    image = Image.new("L", (right - left + 8, bottom - top + 8), 0)
-    ImageDraw.Draw(image).text((4 - left, 4 - top), text, fill=255, font=face)
-    mask = np.asarray(image)
-    ys, xs = np.nonzero(mask > 0)
-    if len(xs) == 0:
+    bearing = face.getbbox("H")[0]
+    glyphs, pen = [], 0.0
+    for char in text:
+        mask, left, top = _glyph_mask(char, font)
+        advance = face.getlength(char)
+        if char.isupper() or char.isdigit():
+            # plate capitals keep clear of each other: DejaVu's J hooks under the letter before it
+            left = max(left, bearing)
+            advance = max(advance, left + mask.shape[1] + bearing)
+        glyphs.append((int(round(pen)), mask, left, top))
+        pen += advance
+    inked = [(x + left, top, mask) for x, mask, left, top in glyphs if mask.size]
+    if not inked:
         return np.zeros((1, 1), np.uint8), 0, 1
-    y0 = int(ys.min())
-    crop = np.ascontiguousarray(mask[y0: ys.max() + 1, xs.min(): xs.max() + 1])
-    return crop, (4 - top + cap_top) - y0, max(1, cap_bottom - cap_top)
+    x0 = min(x for x, _, _ in inked)
+    y0 = min(top for _, top, _ in inked)
+    x1 = max(x + m.shape[1] for x, _, m in inked)
+    y1 = max(top + m.shape[0] for _, top, m in inked)
+    canvas = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    for x, top, mask in inked:
+        cell = canvas[top - y0: top - y0 + mask.shape[0], x - x0: x - x0 + mask.shape[1]]
+        np.maximum(cell, mask, out=cell)
+    return canvas, cap_top - y0, max(1, cap_bottom - cap_top)
 
 
 def _fit_text(canvas: np.ndarray, box: tuple[float, float, float, float], text: str, font: str, color: RGB,

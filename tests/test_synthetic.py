@@ -18,6 +18,7 @@ from alpr_topo.core.testing import StageHarness
 from alpr_topo.stages.synthetic import (
     FAMILIES, OCCLUDED_ABOVE, PLATE_FORMATS, SceneRenderer, SyntheticParams, SyntheticSource, canonical,
 )
+from alpr_topo.stages.synth_plates import _text_mask, resolve_fonts
 from alpr_topo.tools.synth import synth_command, write_images, write_video
 
 SMALL = {"width": 320, "height": 192, "plate_width": (40, 90), "count": 24, "vehicles": 6, "max_simultaneous": 3,
@@ -158,6 +159,18 @@ def test_plate_texts_match_their_format(format_id):
         text, display = fmt.random_text(rng)
         assert text == canonical(display) and " " not in text and "-" not in text
         assert fmt.matches(text), (format_id, display)
+
+
+@pytest.mark.parametrize("font", resolve_fonts([]))
+def test_plate_characters_stand_in_the_cap_band_apart(font):
+    """Plate type has no descenders and its characters do not touch: DejaVu Sans' J dips a
+    quarter of a capital below the baseline and hooks under the letter before it, and the plate
+    reader read it I, L or U (sessions 9-10), an error of the synthetic font, not of readers."""
+    mask, cap_row, cap_h = _text_mask("HJQH", font)
+    assert cap_row <= 0.05 * cap_h and mask.shape[0] <= 1.06 * cap_h
+    for pair in ("AJ", "LJ", "VJ", "J7"):
+        ink_columns = (_text_mask(pair, font)[0] > 64).any(axis=0)
+        assert not ink_columns.all(), f"{pair!r} in {font} runs together"
 
 
 def test_format_families_and_scene_formats():
