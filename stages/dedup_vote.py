@@ -108,7 +108,9 @@ def vote(reads: Sequence[Read], region_bonus: float = 2.0, region_min_share: flo
        by weight (per-character voting), so three reads with one different error each give
        the right text. A read whose text is a contiguous part of a longer text that was read at
        least twice (``MF1355`` beside ``MF13555``: the last character hidden by a passer-by or
-       cut by the frame's edge) backs the longer length, and so does a read of that text with
+       cut by the frame's edge), or read once and pieced together by other reads' parts of it
+       (``7NND`` and ``NND019`` beside one ``7NND019``: a fast plate whole in view for three
+       frames), backs the longer length, and so does a read of that text with
        one of its doubled letters read once (``XJ9042`` beside ``XJJ9042``): readers merge two
        narrow equal letters far more often than they invent a second one. Such a read also votes
        the longer text's characters at the positions it covers (all of them for a doubled
@@ -145,7 +147,8 @@ def vote(reads: Sequence[Read], region_bonus: float = 2.0, region_min_share: flo
     counts: dict[str, int] = {}
     for r in candidates:
         counts[r.normalized] = counts.get(r.normalized, 0) + 1
-    longer = sorted((t for t, n in counts.items() if n >= 2), key=lambda t: (-len(t), -counts[t]))
+    texts = [r.normalized for r in reads]
+    longer = sorted((t for t, n in counts.items() if n >= 2 or _pieced(t, texts)), key=lambda t: (-len(t), -counts[t]))
     backs = [next((t for t in longer if _lost_from(r.normalized, t)), "") for r in candidates]  # "": none
     by_len: dict[int, float] = {}
     best_single: dict[int, float] = {}
@@ -213,6 +216,18 @@ def supports(read: str, text: str) -> bool:
     front of it) rarely back each other like this: each shows a different part."""
     return similarity(read, text) >= one_wrong(max(len(read), len(text))) \
         or truncation_of(read, text) or _lost_from(read, text)
+
+
+def _pieced(text: str, reads: Iterable[str]) -> bool:
+    """Whether shorter ``reads`` (of at least TRUNCATION_MIN_CHARS) that are contiguous parts of
+    ``text`` cover every character of it: each character was then read twice, once in ``text``
+    and once in a part, so a reader that invented a character would have had to invent it twice."""
+    covered = [False] * len(text)
+    for part in set(reads):
+        start = text.find(part) if TRUNCATION_MIN_CHARS <= len(part) < len(text) else -1
+        if start >= 0:
+            covered[start: start + len(part)] = [True] * len(part)
+    return bool(text) and all(covered)
 
 
 def _aligned(short: str, long: str) -> list[str]:

@@ -84,7 +84,7 @@ class OcrParams(StageParams):
                                                          "passage for the vote as a 30 fps one)")
     reread_gain: float = Field(0.2, ge=0, description="a crop whose shot score beats the track's best read by this "
                                                       "fraction is read again")
-    reread_wider: float = Field(0.1, ge=0, description="a box this fraction wider for its height than every read box of "
+    reread_wider: float = Field(0.05, ge=0, description="a box this fraction wider for its height than every read box of "
                                                        "its track is read again: more of the plate came into view (a "
                                                        "passer-by stepped away, the plate left the frame's edge)")
     max_reads_per_track: int = Field(0, ge=0, description="stop reading a track after this many reads (0: no limit)")

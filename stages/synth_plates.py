@@ -268,7 +268,7 @@ def _glyph_mask(char: str, font: str) -> tuple[np.ndarray, int, int]:
     TEXT_PX. A capital or digit whose ink leaves the cap band (the descending J and the tailed Q
     of DejaVu Sans) is squeezed upright to stand on the baseline within the cap height:
     plate typefaces (FE-Schrift, DIN 1451, the US state faces) have no descenders, and a reader
-    trained on real plates reads a dropped J as I or L, which tells us about the font, not it."""
+    trained on real plates reads a dropped J as I or L: an error of the font, not of the reader."""
     face = load_font(font, TEXT_PX)
     left, top, right, bottom = face.getbbox(char)
     if right <= left or bottom <= top:
@@ -288,7 +288,7 @@ def _glyph_mask(char: str, font: str) -> tuple[np.ndarray, int, int]:
 def _text_mask(text: str, font: str) -> tuple[np.ndarray, int, int]:
     """The ink of ``text`` as a uint8 mask cropped to its bounding box, with the row of the cap
     line and the cap height in the mask (so a short dash keeps its size). Characters are set one
-    by one at the font's advances (no kerning: plate type is set on a fixed pitch anyway)."""
+    by one at the font's advances, unkerned as plate type is."""
     face = load_font(font, TEXT_PX)
     _, cap_top, _, cap_bottom = face.getbbox("H0")
     bearing = face.getbbox("H")[0]

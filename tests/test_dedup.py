@@ -131,10 +131,25 @@ def test_vote_truncated_reads_back_the_longer_plate():
     result = vote(hidden + whole)
     assert result.normalized == "MF13555" and result.exact
     assert result.length_share == 1.0
-    # a longer text read once is not enough to outvote what was read many times
-    assert vote(hidden + whole[:1]).normalized == "MF1355"
+    # a longer text read once is not enough to outvote what was read many times...
+    assert vote(hidden[:6] + whole[:1]).normalized == "MF1355"
+    # ...unless other reads' parts of it cover it all: 13555 saw the last 5 as well
+    assert vote(hidden + whole[:1]).normalized == "MF13555"
     # nor does a longer text that does not contain the shorter one
     assert vote(hidden + [R("MF13565", 0.9, "us-il")] * 4).normalized == "MF1355"
+
+
+def test_vote_pieces_a_plate_read_whole_once_from_the_parts_read_of_it():
+    """7NND019 of the long synthetic scene (seed 4): a passer-by hid one end of the plate or the
+    other until its last three frames; the reads of the whole plate and of its parts agree."""
+    parts = [R("7NND", 0.999, None, aspect=1.42), R("7NND", 0.999, None, aspect=1.39),
+             R("VND019", 0.997, "us-il", aspect=1.63), R("NND019", 1.0, "us-il", aspect=1.81),
+             R("ND019", 0.92, None, aspect=1.48), R("019", 0.62, None, aspect=1.04)]
+    whole = R("7NND019", 0.99, "us-ca", aspect=1.95)
+    assert vote(parts).normalized == "NND019"
+    assert vote(parts + [whole]).normalized == "7NND019"
+    # a read once whose first character no other read saw does not win: it may be invented
+    assert vote(parts[2:] + [whole]).normalized == "NND019"
 
 
 def test_vote_reads_of_a_collapsed_doubled_letter_back_the_longer_plate():

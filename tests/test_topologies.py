@@ -208,7 +208,8 @@ def test_synthetic_truth_tells_readable_from_partly_shown_plates(monkeypatch: py
 
 def test_bench_replay_lists_each_vehicles_reads(tmp_path: Path) -> None:
     """cpu.yaml's detect/track/ocr in this process on a 10 s scene: every readable vehicle was
-    read as its plate at least once, each read says where it came from, and --vehicle prints them."""
+    read as its plate at least once, each read says where it came from, and --vehicle prints them
+    (replaying the scene only until that vehicle has left it)."""
     r = bench_replay.replay(seconds=10, vehicles=2, seed=3)
     assert r["frames"] == 50 and r["vehicles"]
     readable = [v for v in r["vehicles"] if v["kind"] == "readable"]
@@ -221,6 +222,11 @@ def test_bench_replay_lists_each_vehicles_reads(tmp_path: Path) -> None:
     text = bench_replay.main_text(r, first["vehicle_id"])
     assert f"vehicle {first['vehicle_id']} {first['plate']} (readable)" in text
     assert text.count("  frame ") == len(first["reads"])
+    alone = bench_replay.replay(seconds=10, vehicles=2, seed=3, vehicle=first["vehicle_id"])
+    assert [v["vehicle_id"] for v in alone["vehicles"]] == [first["vehicle_id"]]
+    assert alone["vehicles"][0]["reads"] == first["reads"]
+    last_frame = max(read["frame"] for read in first["reads"])
+    assert last_frame < alone["frames"] <= r["frames"]
     no_ocr = tmp_path / "no-ocr.yaml"
     no_ocr.write_text("name: t\nstages:\n  cam: {type: source.synthetic}\n  out: {type: sink.null, inputs: [cam]}\n")
     with pytest.raises(ValueError, match="no ocr"):

@@ -499,7 +499,8 @@ def bench_synthetic(topology: str | None, seconds: float, vehicles: int, seed: i
 @click.option("--seconds", type=float, default=60.0, show_default=True, help="length of the synthetic scene")
 @click.option("--vehicles", type=int, default=16, show_default=True, help="vehicles driving through it")
 @click.option("--seed", type=int, default=1, show_default=True, help="scene seed (the same as bench synthetic's)")
-@click.option("--vehicle", type=int, help="print every read of this vehicle (its id in bench synthetic's JSON)")
+@click.option("--vehicle", type=int,
+              help="print every read of this vehicle (its id in bench synthetic's JSON); stops once it has left")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="another parameter of the scene (source.synthetic), as for bench synthetic (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
@@ -517,15 +518,11 @@ def bench_replay(topology: str | None, seconds: float, vehicles: int, seed: int,
 
     try:
         result = br.replay(resolve_topology(topology) if topology else None, seconds=seconds, vehicles=vehicles,
-                           seed=seed, scene=parse_settings(settings), progress=lambda msg: click.echo(msg, err=True))
+                           seed=seed, scene=parse_settings(settings), progress=lambda msg: click.echo(msg, err=True),
+                           vehicle=vehicle)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    if as_json:
-        if vehicle is not None:
-            result["vehicles"] = [v for v in result["vehicles"] if v["vehicle_id"] == vehicle]
-        click.echo(json.dumps(result, indent=2))
-    else:
-        click.echo(br.main_text(result, vehicle))
+    click.echo(json.dumps(result, indent=2) if as_json else br.main_text(result, vehicle))
 
 
 @bench.command("pipeline")
