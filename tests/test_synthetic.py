@@ -165,7 +165,7 @@ def test_plate_texts_match_their_format(format_id):
 def test_plate_characters_stand_in_the_cap_band_apart(font):
     """Plate type has no descenders and its characters do not touch: DejaVu Sans' J dips a
     quarter of a capital below the baseline and hooks under the letter before it, and the plate
-    reader read it I, L or U (sessions 9-10), an error of the synthetic font, not of readers."""
+    reader read it I, L or U (sessions 7-10), an error of the synthetic font, not of readers."""
     mask, cap_row, cap_h = _text_mask("HJQH", font)
     assert cap_row <= 0.05 * cap_h and mask.shape[0] <= 1.06 * cap_h
     for pair in ("AJ", "LJ", "VJ", "J7"):

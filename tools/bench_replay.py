@@ -25,7 +25,7 @@ def replay(topology: str | None = None, seconds: float = 60.0, vehicles: int = 1
            vehicle: int | None = None) -> dict[str, Any]:
     """Reads per vehicle of the scene ``bench synthetic`` would run; the JSON object of the command.
     With ``vehicle``, only that vehicle's, and the replay ends a second after it has left the
-    frame: vehicle 11 of a 300 s scene then takes a minute, not the scene's whole length."""
+    frame: vehicle 11 of a 300 s scene then takes half a minute, not the scene's whole length."""
     from ..core.envelope import Envelope
     from ..core.overrides import load_changed, stages_of_type
     from ..stages.dedup import DedupStage
