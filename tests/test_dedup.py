@@ -765,6 +765,33 @@ def test_plate_hidden_by_a_passing_vehicle_waits_for_its_continuation(driver, co
         assert texts == ["FRZ1", "FRZ1510"] and d.h.counters.get("passages_held", 0) == 0
 
 
+@pytest.mark.parametrize("continuation_s", [1.5, 0.0])
+def test_plate_hidden_for_longer_than_the_track_timeout_waits_for_its_continuation(driver, continuation_s):
+    """Seed 10 of the long synthetic scene: 4599KDR was read 4599 for 7 frames, then not
+    detected for 2 s (longer than track_timeout_s), then read whole by a new track. The 4599
+    passage timed out before that one began; it waits for one to begin (continuation_s) and is
+    absorbed by it."""
+    d = driver(track_timeout_s=1.5, continuation_s=continuation_s)
+    last = frames(d, "cam1", T0, [("4599", 2)] * 7 + [None] * 20 + [("4599KD", 3)] * 6 + [("4599KDR", 3, "eu-es")] * 3)
+    frames(d, "cam1", last + 0.1, [None] * 40)
+    texts = [e["plate"]["normalized_text"] for e in d.events()]
+    if continuation_s:
+        assert texts == ["4599KDR"] and d.updates() == []
+        assert d.events()[0]["first_seen"] == events.to_millis(T0)
+        assert d.h.counters["passages_held"] == 1 and d.h.counters["truncated_absorbed"] == 1
+    else:
+        assert texts == ["4599", "4599KDR"]
+
+
+def test_short_plate_nobody_continues_goes_out_when_the_wait_is_over(driver):
+    d = driver(track_timeout_s=1.5, continuation_s=1.5)
+    last = frames(d, "cam1", T0, [("BS4", 2)] * 5)  # last seen T0+0.4, times out at T0+1.9
+    frames(d, "cam1", last + 0.1, [None] * 25)  # to T0+2.9
+    assert d.events() == [] and d.h.counters["passages_held"] == 1
+    d.feed("cam1", T0 + 3.4)  # T0+0.4 + track_timeout_s + continuation_s
+    assert [e["plate"]["normalized_text"] for e in d.events()] == ["BS4"]
+
+
 def test_held_passage_goes_out_when_the_later_one_is_another_plate(driver):
     """The wait ends as soon as the later passage ends with another plate (the held event goes
     out right after that one's), or after continuation_s at the latest; flush sends held ones.
