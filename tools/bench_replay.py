@@ -13,6 +13,7 @@ frames a run got to.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 from .bench_run import DEFAULT_TOPOLOGY, InProcess, inline
@@ -55,14 +56,17 @@ def replay(topology: str | None = None, seconds: float = 60.0, vehicles: int = 1
         f"stages {', '.join(n for n, _, _ in decls)} in this process")
     reads: dict[str, list[dict[str, Any]]] = {}
     with InProcess(decls, run="bench-replay") as chain:
-        index, seen, gone = 0, False, 0
+        index, seen, gone, epoch = 0, False, 0, time.time()
         while not renderer.finished and gone <= params["fps"]:
             frame, truth = renderer.render()
             if vehicle is not None:
                 present = any(obj.get("vehicle_id") == vehicle for obj in truth)
                 seen = seen or present
                 gone = 0 if present or not seen else gone + 1
-            env = Envelope(camera_id=str(params.get("camera_id", "synthetic")), frame_id=index, frame=inline(frame))
+            # capture time as the source stamps it (the OCR stage's re-reads go by it): by wall
+            # clock, a replay read other frames each time it ran
+            env = Envelope(camera_id=str(params.get("camera_id", "synthetic")), frame_id=index, frame=inline(frame),
+                           captured_at=epoch + index / float(params["fps"]))
             env.meta["truth"] = truth
             for out in chain.feed(env):
                 for plate in out.plates:
