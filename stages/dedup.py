@@ -575,7 +575,7 @@ class DedupStage(Stage):
         if reason != "max_track" and self._absorb_truncated(cam, passage, result.normalized):
             return []
         if reason == "timeout" and p.continuation_s > 0 and len(result.normalized) <= p.continuation_max_length:
-            cam.held.append(Held(passage, result, passage.seen + p.track_timeout_s + p.continuation_s))
+            cam.held.append(Held(passage, result, passage.seen + self._continuation_gap()))
             self.ctx.count("passages_held")
             return []
         return [self._send(passage, result, reason)]

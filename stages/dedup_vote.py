@@ -147,7 +147,7 @@ def vote(reads: Sequence[Read], region_bonus: float = 2.0, region_min_share: flo
     counts: dict[str, int] = {}
     for r in candidates:
         counts[r.normalized] = counts.get(r.normalized, 0) + 1
-    texts = [r.normalized for r in reads]
+    texts = {r.normalized for r in reads}
     longer = sorted((t for t, n in counts.items() if n >= 2 or _pieced(t, texts)), key=lambda t: (-len(t), -counts[t]))
     backs = [next((t for t in longer if _lost_from(r.normalized, t)), "") for r in candidates]  # "": none
     by_len: dict[int, float] = {}
@@ -218,12 +218,12 @@ def supports(read: str, text: str) -> bool:
         or truncation_of(read, text) or _lost_from(read, text)
 
 
-def _pieced(text: str, reads: Iterable[str]) -> bool:
+def _pieced(text: str, reads: set[str]) -> bool:
     """Whether shorter ``reads`` (of at least TRUNCATION_MIN_CHARS) that are contiguous parts of
     ``text`` cover every character of it: each character was then read twice, once in ``text``
     and once in a part, so a reader that invented a character would have had to invent it twice."""
     covered = [False] * len(text)
-    for part in set(reads):
+    for part in reads:
         start = text.find(part) if TRUNCATION_MIN_CHARS <= len(part) < len(text) else -1
         if start >= 0:
             covered[start: start + len(part)] = [True] * len(part)

@@ -262,6 +262,12 @@ def load_font(spec: str, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageF
 TEXT_PX = 160  # glyphs are drawn this tall, then scaled into their box
 
 
+def _plate_char(char: str) -> bool:
+    """Capitals and digits: what plate type sets in the cap band, apart (not dashes, dots or the
+    lower case of a footer)."""
+    return char.isupper() or char.isdigit()
+
+
 @functools.lru_cache(maxsize=512)
 def _glyph_mask(char: str, font: str) -> tuple[np.ndarray, int, int]:
     """The ink of one character, ``(mask, left, top)`` in the font's drawing coordinates at
@@ -278,7 +284,7 @@ def _glyph_mask(char: str, font: str) -> tuple[np.ndarray, int, int]:
     mask = np.asarray(image)
     _, cap_top, _, cap_bottom = face.getbbox("H0")
     slack = (cap_bottom - cap_top) * 0.05
-    if (char.isupper() or char.isdigit()) and (top < cap_top - slack or bottom > cap_bottom + slack):
+    if _plate_char(char) and (top < cap_top - slack or bottom > cap_bottom + slack):
         top = max(top, cap_top)
         mask = cv2.resize(mask, (right - left, min(bottom, cap_bottom) - top), interpolation=cv2.INTER_AREA)
     return mask, left, top
@@ -296,7 +302,7 @@ def _text_mask(text: str, font: str) -> tuple[np.ndarray, int, int]:
     for char in text:
         mask, left, top = _glyph_mask(char, font)
         advance = face.getlength(char)
-        if char.isupper() or char.isdigit():
+        if _plate_char(char):
             # plate capitals keep clear of each other: DejaVu's J hooks under the letter before it
             left = max(left, bearing)
             advance = max(advance, left + mask.shape[1] + bearing)

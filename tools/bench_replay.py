@@ -51,13 +51,14 @@ def replay(topology: str | None = None, seconds: float = 60.0, vehicles: int = 1
         raise ValueError(f"{path} has no ocr.* stage to replay")
     params = topo.stages[source].params
     renderer = SceneRenderer(params)
-    total = round(seconds * float(params["fps"]))
-    say(f"bench replay: {path}, {seconds:g} s scene at {params['fps']:g} fps, {vehicles} vehicles, seed {seed}; "
+    fps = float(params["fps"])
+    total = round(seconds * fps)
+    say(f"bench replay: {path}, {seconds:g} s scene at {fps:g} fps, {vehicles} vehicles, seed {seed}; "
         f"stages {', '.join(n for n, _, _ in decls)} in this process")
     reads: dict[str, list[dict[str, Any]]] = {}
     with InProcess(decls, run="bench-replay") as chain:
         index, seen, gone, epoch = 0, False, 0, time.time()
-        while not renderer.finished and gone <= params["fps"]:
+        while not renderer.finished and gone <= fps:
             frame, truth = renderer.render()
             if vehicle is not None:
                 present = any(obj.get("vehicle_id") == vehicle for obj in truth)
@@ -66,7 +67,7 @@ def replay(topology: str | None = None, seconds: float = 60.0, vehicles: int = 1
             # capture time as the source stamps it (the OCR stage's re-reads go by it): by wall
             # clock, a replay read other frames each time it ran
             env = Envelope(camera_id=str(params.get("camera_id", "synthetic")), frame_id=index, frame=inline(frame),
-                           captured_at=epoch + index / float(params["fps"]))
+                           captured_at=epoch + index / fps)
             env.meta["truth"] = truth
             for out in chain.feed(env):
                 for plate in out.plates:
