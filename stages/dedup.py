@@ -33,7 +33,7 @@ from ..core.framepool import StaleFrame
 from ..core.stage import Stage, StageParams
 from . import events
 from .det_base import box_aspect
-from .dedup_vote import Read, Vote, best_match, one_wrong, quality_score, similarity, supports, truncation_of, vote
+from .dedup_vote import Read, Vote, best_match, end_part_of, one_wrong, quality_score, similarity, supports, truncation_of, vote
 
 __all__ = ["DedupParams", "DedupStage", "STAGE_TYPES"]
 
@@ -476,7 +476,8 @@ class DedupStage(Stage):
         return "foreign"
 
     def _unrelated(self, a: str, b: str) -> bool:
-        return similarity(a, b) < self.params.switch_similarity and not truncation_of(a, b) and not truncation_of(b, a)
+        return similarity(a, b) < self.params.switch_similarity and not end_part_of(a, b) and not end_part_of(b, a) \
+            and not truncation_of(a, b) and not truncation_of(b, a)
 
     def _copy_images(self, passage: Passage, env: Envelope, image: np.ndarray, vehicle_track: int | None) -> None:
         p = self.params

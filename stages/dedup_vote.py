@@ -18,7 +18,7 @@ except ModuleNotFoundError:  # pragma: no cover - exercised only where rapidfuzz
     _Lev = None
 
 __all__ = ["Read", "Vote", "quality_score", "vote", "similarity", "one_wrong", "best_match", "substring_distance",
-           "supports", "truncation_of"]
+           "supports", "truncation_of", "end_part_of"]
 
 T = TypeVar("T")
 
@@ -284,12 +284,10 @@ def best_match(text: str, candidates: Iterable[tuple[str, T]], threshold: float)
     return found
 
 
-def substring_distance(short: str, long: str) -> int:
+def substring_distance(short: str, long: str, from_start: bool = False) -> int:
     """Edit distance of ``short`` to the closest contiguous part of ``long`` (free start and end
-    in ``long``): 0 when ``short`` is a substring of ``long``."""
-    if not short:
-        return 0
-    prev = [0] * (len(long) + 1)  # a match may start anywhere in ``long``
+    in ``long``; ``from_start``: to the closest prefix): 0 when ``short`` is a substring of ``long``."""
+    prev = list(range(len(long) + 1)) if from_start else [0] * (len(long) + 1)  # where a match may start
     for i, cs in enumerate(short, 1):
         cur = [i]
         for j, cl in enumerate(long, 1):
@@ -309,3 +307,15 @@ def truncation_of(short: str, long: str) -> bool:
     if len(short) < TRUNCATION_MIN_CHARS or len(short) >= len(long):
         return False
     return substring_distance(short, long) <= (1 if len(short) >= 5 else 0)
+
+
+def end_part_of(short: str, long: str) -> bool:
+    """Whether ``short`` reads like the start or the end of ``long`` with at most one character
+    wrong, lost or extra: what a reader makes of a plate half hidden by a passer-by, the glyph at
+    the cut read as something else (the long synthetic scene, seed 10: ``9NN`` of ``NN112KR``).
+    Looser than :func:`truncation_of` for three and four characters, so it only keeps such reads
+    from counting as another plate; it never merges passages."""
+    if len(short) < TRUNCATION_MIN_CHARS or len(short) >= len(long):
+        return False
+    return min(substring_distance(short, long, True), substring_distance(short[::-1], long[::-1], True)) <= 1
+

@@ -701,6 +701,16 @@ def test_truncation_of():
     assert not truncation_of("XYZ99", "7ABC123")
 
 
+def test_end_part_of():
+    from alpr_topo.stages.dedup_vote import end_part_of
+
+    assert end_part_of("9NN", "NN112KR") and end_part_of("NX1", "NN112KR")  # the start, one extra or wrong
+    assert end_part_of("12KP", "NN112KR") and end_part_of("2YEC", "2YEG655")  # the end; the start
+    assert not end_part_of("112", "NN112KR")  # a middle part with none wrong is truncation_of's
+    assert not end_part_of("E02", "HWH9644") and not end_part_of("BS4", "7ABC123")
+    assert not end_part_of("9N", "NN112KR") and not end_part_of("NN112KX", "NN112KR")
+
+
 def test_read_of_a_plate_entering_the_view_joins_the_passage_beside_it(driver):
     """An entering plate read cut ('72663') before the tracker caught it, as an untracked
     passage of its own; the tracked passage of the whole plate follows at once: one event."""
@@ -842,6 +852,27 @@ def test_track_given_to_another_plate_splits_its_passage(driver, switch_similari
         assert second["reads"] == 4  # the first foreign read waited for the second and did not vote
     else:
         assert texts == ["HWH9644"] and d.events()[0]["reads"] == 8
+
+
+# Vehicle 61 of the long synthetic scene, seed 10 (bench replay): (frame, text, confidence, plate track)
+HALF_HIDDEN = [(1840, "NN112KR", 1.0, 68), (1841, "N112KR", 0.57, 68), (1846, "2KR", 1.0, 68),
+               (1854, "PNN", 0.71, 69), (1855, "9NN", 0.59, 69), (1856, "NN1", 0.999, 69), (1857, "NN11", 0.9999, 69),
+               (1858, "NN117", 0.5, 69), (1859, "NN112", 0.5, 69), (1860, "NN1121", 0.76, 69),
+               (1861, "NN112K", 0.6, 69), (1863, "NN112KR", 0.9999, 69), (1864, "NN112KR", 0.99, 69)]
+
+
+def test_plate_half_hidden_with_its_cut_glyph_misread_does_not_split_it(driver):
+    """NN112KR, hidden by a passer-by and coming out from behind it on a new track: read PNN and
+    9NN (the glyph at the cut misread), then NN1, NN11, ... NN112KR. NN1 and NN11 share no
+    exact part with 9NN or PNN, so they counted as another plate: the track "switched" and 9NN
+    went out as an event of its own. A plate's start or end with one character wrong is the
+    same plate."""
+    d = driver(track_timeout_s=1.5)
+    for frame, text, conf, track in HALF_HIDDEN:
+        d.feed("cam1", T0 + (frame - 1840) / 10, [plate(text, conf=conf, track=track, region=None)])
+    d.feed("cam1", T0 + 5)
+    assert [e["plate"]["normalized_text"] for e in d.events()] == ["NN112KR"]
+    assert d.h.counters.get("tracks_switched", 0) == 0
 
 
 def test_misreads_between_reads_of_the_plate_do_not_split_it(driver):
