@@ -43,6 +43,7 @@ MAX_TEXTS = 32  # distinct texts whose best crop is kept per passage
 MAX_OPEN = 512  # open passages per camera before the oldest is finished early
 MAX_RECENT = 20000  # kept events remembered for duplicate suppression
 SWITCH_CONFIDENCE = 0.9  # reads from this confidence on can tell that a track switched plates
+CONTAINED = 0.6  # an untracked read's box and a tracked plate's box sharing this much of the smaller are one plate
 PACE_DECAY = 0.95  # per envelope: the camera's pace is measured over its last ~20 envelopes
 
 
@@ -185,6 +186,18 @@ def _normalize(text: str) -> str:
     return _NOT_ALNUM.sub("", text.upper())
 
 
+def _is_box(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 4
+
+
+def _contained(a: Sequence[float], b: Sequence[float]) -> float:
+    """The share of the smaller box's area that lies inside the other box."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return ix * iy / smaller if smaller > 0 else 0.0
+
+
 def _iou(a: Sequence[float], b: Sequence[float]) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -230,7 +243,7 @@ class DedupStage(Stage):
             # a throttled track's repeated best read is no new evidence: counting it would let the
             # read that happened to be best early (often a plate half in view) win the vote
             if isinstance(plate, dict) and not plate.get("skipped"):
-                read_frame |= self._add_read(cam, env, plate)
+                read_frame |= self._add_read(cam, env, self._tracked(plate, env.detections))
         if len(cam.passages) > MAX_OPEN:
             oldest = min(cam.passages.values(), key=lambda p: p.seen)
             outs += self._finish(cam, oldest, "overflow")
@@ -359,6 +372,22 @@ class DedupStage(Stage):
             into = dst.attrs.setdefault(attr, {})
             for value, weight in votes.items():
                 into[value] = into.get(value, 0.0) + weight
+
+    def _tracked(self, plate: dict[str, Any], detections: Sequence[Any]) -> dict[str, Any]:
+        """An untracked read whose box and a tracked plate's box in the same frame are mostly
+        one (``CONTAINED`` of the smaller) is a read of that plate. Detectors now and then find
+        a plate twice, once with much of its surroundings, and the tracker follows only one box:
+        in the long synthetic scene (seed 15) the second box was read `5769U` twice while track
+        32 read `S769LJ`, and its reads went out as an event of their own."""
+        box = plate.get("box")
+        if plate.get("track_id") is not None or plate.get("vehicle_track_id") is not None or not _is_box(box):
+            return plate
+        for det in detections:
+            if isinstance(det, dict) and det.get("kind") == "plate" and det.get("track_id") is not None \
+                    and _is_box(det.get("box")) and _contained(box, det["box"]) >= CONTAINED:
+                self.ctx.count("untracked_boxed")
+                return {**plate, "track_id": det["track_id"]}
+        return plate
 
     def _add_read(self, cam: Camera, env: Envelope, plate: dict[str, Any]) -> bool:
         """Add one OCR read; True when the frame was read (for the vehicle or frame image)."""
