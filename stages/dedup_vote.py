@@ -318,4 +318,3 @@ def end_part_of(short: str, long: str) -> bool:
     if len(short) < TRUNCATION_MIN_CHARS or len(short) >= len(long):
         return False
     return min(substring_distance(short, long, True), substring_distance(short[::-1], long[::-1], True)) <= 1
-
