@@ -445,7 +445,7 @@ class DedupStage(Stage):
             return False
         quality = quality_score(plate.get("quality"), p.quality_ref_width, p.quality_ref_sharpness)
         box = plate.get("box")
-        box = [float(v) for v in box] if isinstance(box, (list, tuple)) and len(box) == 4 else None
+        box = [float(v) for v in box] if _is_box(box) else None
         # a plate cut by the frame's edge looks wider than it is: its aspect says nothing
         cut = (plate.get("quality") or {}).get("cut")
         aspect = box_aspect(box) if box and not cut else 0.0

@@ -881,26 +881,24 @@ def test_untracked_box_around_a_tracked_plate_reads_that_plate(driver):
     wide box was read S769LJ, S769L and twice 5769U without a track; 5769U is two characters
     from S769LJ, so it became a passage and an event of its own. A read whose box holds a
     tracked plate's box of the same frame is that plate's."""
-    d = driver(track_timeout_s=1.5)
-    tight, wide = [600.0, 400.0, 821.0, 452.0], [520.0, 360.0, 880.0, 495.0]
-    for i in range(20):
-        det = {"kind": "plate", "track_id": 32, "box": tight, "score": 0.9}
-        plates = [plate("S769LJ", conf=0.99, track=32, region="eu-nl", box=tight)] if i % 5 == 0 else []
-        if i in (6, 18):
-            plates.append(plate("5769U", conf=0.86, track=None, region=None, box=wide))
-        d.feed("cam1", T0 + i / 10, plates, [det])
-    d.feed("cam1", T0 + 5)
+    tight = [600.0, 400.0, 821.0, 452.0]
+
+    def run(untracked_box: list[float]) -> Driver:
+        d = driver(track_timeout_s=1.5)
+        for i in range(20):
+            det = {"kind": "plate", "track_id": 32, "box": tight, "score": 0.9}
+            plates = [plate("S769LJ", conf=0.99, track=32, region="eu-nl", box=tight)] if i % 5 == 0 else []
+            if i in (6, 18):
+                plates.append(plate("5769U", conf=0.86, track=None, region=None, box=untracked_box))
+            d.feed("cam1", T0 + i / 10, plates, [det])
+        d.feed("cam1", T0 + 5)
+        return d
+
+    d = run([520.0, 360.0, 880.0, 495.0])  # around the tracked plate
     assert [e["plate"]["normalized_text"] for e in d.events()] == ["S769LJ"]
     assert d.h.counters["untracked_boxed"] == 2
 
-    d = driver(track_timeout_s=1.5)  # beside the plate, not around it: another plate
-    for i in range(20):
-        det = {"kind": "plate", "track_id": 32, "box": tight, "score": 0.9}
-        plates = [plate("S769LJ", conf=0.99, track=32, region="eu-nl", box=tight)] if i % 5 == 0 else []
-        if i in (6, 18):
-            plates.append(plate("5769U", conf=0.86, track=None, region=None, box=[900.0, 400.0, 1100.0, 452.0]))
-        d.feed("cam1", T0 + i / 10, plates, [det])
-    d.feed("cam1", T0 + 5)
+    d = run([900.0, 400.0, 1100.0, 452.0])  # beside the plate, not around it: another plate
     assert sorted(e["plate"]["normalized_text"] for e in d.events()) == ["5769U", "S769LJ"]
 
 
